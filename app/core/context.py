@@ -1,0 +1,37 @@
+"""What the lifespan builds once per process, and typed access to it from requests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    migration_head: str | None
+
+
+def get_context(request: Request) -> AppContext:
+    context = request.app.state.context
+    assert isinstance(context, AppContext), "the lifespan has not run"
+    return context
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_context(request).sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

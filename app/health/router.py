@@ -1,0 +1,60 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from app.core.context import ContextDep
+from app.core.errors import ServiceUnavailable, is_database_unavailable
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    database: str
+    migration: str
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"description": "Database unreachable or schema not at the latest migration"}},
+)
+async def readyz(context: ContextDep) -> Readiness:
+    retry = context.settings.retry_after_seconds
+    try:
+        async with context.engine.connect() as connection:
+            current = (
+                await connection.execute(text("SELECT version_num FROM alembic_version"))
+            ).scalar_one_or_none()
+    except Exception as exc:
+        if is_database_unavailable(exc):
+            raise ServiceUnavailable(
+                "the database cannot be reached", error="database_unavailable", retry_after=retry
+            ) from None
+        raise ServiceUnavailable(
+            "the schema has not been migrated (run `trackhook migrate`)",
+            error="schema_not_migrated",
+            retry_after=retry,
+        ) from None
+    if current != context.migration_head:
+        raise ServiceUnavailable(
+            f"the schema is at {current!r}, the code expects {context.migration_head!r}",
+            error="schema_not_migrated",
+            retry_after=retry,
+        )
+    return Readiness(status="ready", database=context.engine.dialect.name, migration=current)

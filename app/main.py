@@ -1,0 +1,70 @@
+"""The ASGI application: `create_app()` wires the domains; the lifespan owns the engine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.core.config import Settings, SignatureMode
+from app.core.context import AppContext
+from app.core.db import create_engine, create_session_factory
+from app.core.errors import FastJSONResponse, install_error_handlers
+from app.core.migrations import head_revision
+from app.health.router import router as health_router
+from app.recordings.router import router as recordings_router
+from app.webhooks.public_key import PublicKeyProvider
+from app.webhooks.router import events_router, intake_router
+from app.webhooks.service import WebhookIntake
+
+logger = logging.getLogger("trackhook")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; settings are read when it starts, not at import."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        active = settings if settings is not None else Settings()
+        logging.basicConfig(
+            level=active.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+        )
+        key_provider = PublicKeyProvider(active)
+        if active.webhook_signature is SignatureMode.OFF:
+            logger.warning(
+                "WEBHOOK_SIGNATURE=off: webhooks are accepted WITHOUT signature checks; "
+                "use this only for local development"
+            )
+        else:
+            logger.info("webhook signatures verified with the key from %s", key_provider.source)
+        engine = create_engine(active)
+        sessions = create_session_factory(engine)
+        app.state.context = AppContext(active, engine, sessions, head_revision())
+        app.state.intake = WebhookIntake(
+            sessions, key_provider, active.webhook_signature, active.retry_after_seconds
+        )
+        install_error_handlers(app, active.retry_after_seconds)
+        logger.info("database: %s", engine.url.render_as_string(hide_password=True))
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="trackhook",
+        summary="Receiver for VideoSDK participant-track-recording webhooks",
+        version="0.1.0",
+        lifespan=lifespan,
+        default_response_class=FastJSONResponse,
+    )
+    install_error_handlers(app, retry_after_seconds=5)
+    app.include_router(intake_router)
+    app.include_router(recordings_router)
+    app.include_router(events_router)
+    app.include_router(health_router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,156 @@
+"""Reads and writes of the recordings table. Callers own the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.recordings.lifecycle import RecordingState, Status
+from app.recordings.models import Recording
+
+TIMESTAMP_COLUMNS: dict[Status, str] = {status: f"{status.value}_at" for status in Status}
+
+
+@dataclass(frozen=True, slots=True)
+class TrackKey:
+    session_id: str
+    participant_id: str
+    kind: str
+
+
+def state_from_row(row: Recording) -> RecordingState:
+    received = {
+        status: stamp
+        for status, column in TIMESTAMP_COLUMNS.items()
+        if (stamp := getattr(row, column)) is not None
+    }
+    return RecordingState(
+        sequence=row.sequence,
+        status=Status(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        received=received,
+        files=tuple(row.files),
+        fingerprints=tuple(row.event_fingerprints),
+    )
+
+
+def _state_columns(state: RecordingState) -> dict[str, Any]:
+    columns: dict[str, Any] = {
+        column: state.received.get(status) for status, column in TIMESTAMP_COLUMNS.items()
+    }
+    columns.update(
+        status=state.status.value,
+        sequence=state.sequence,
+        created_at=state.created_at,
+        updated_at=state.updated_at,
+        files=[dict(entry) for entry in state.files],
+        event_fingerprints=list(state.fingerprints),
+    )
+    return columns
+
+
+def _key_filter(key: TrackKey) -> tuple[Any, ...]:
+    return (
+        Recording.session_id == key.session_id,
+        Recording.participant_id == key.participant_id,
+        Recording.kind == key.kind,
+    )
+
+
+async def lock_latest(session: AsyncSession, key: TrackKey) -> Recording | None:
+    """The key's latest recording, row-locked until the transaction ends (SQLite: BEGIN
+    IMMEDIATE already serialises writers)."""
+    statement = select(Recording).where(*_key_filter(key), Recording.is_latest).with_for_update()
+    result = await session.execute(statement.execution_options(populate_existing=True))
+    return result.scalar_one_or_none()
+
+
+async def insert_first(
+    session: AsyncSession, key: TrackKey, meeting_id: str, state: RecordingState
+) -> int | None:
+    """Create the key's first recording; None if a concurrent delivery created it first."""
+    dialect = session.get_bind().dialect.name
+    builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        builder(Recording)
+        .values(_new_row(key, meeting_id, state))
+        .on_conflict_do_nothing()
+        .returning(Recording.id)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def insert_next(session: AsyncSession, latest: Recording, state: RecordingState) -> int:
+    """Open the next recording of a key whose latest row we hold locked."""
+    await session.execute(
+        update(Recording).where(Recording.id == latest.id).values(is_latest=False)
+    )
+    key = TrackKey(latest.session_id, latest.participant_id, latest.kind)
+    statement = (
+        insert(Recording).values(_new_row(key, latest.meeting_id, state)).returning(Recording.id)
+    )
+    return (await session.execute(statement)).scalar_one()
+
+
+async def save_state(session: AsyncSession, recording_id: int, state: RecordingState) -> None:
+    await session.execute(
+        update(Recording).where(Recording.id == recording_id).values(_state_columns(state))
+    )
+
+
+def _new_row(key: TrackKey, meeting_id: str, state: RecordingState) -> dict[str, Any]:
+    return {
+        "meeting_id": meeting_id,
+        "session_id": key.session_id,
+        "participant_id": key.participant_id,
+        "kind": key.kind,
+        "is_latest": True,
+        **_state_columns(state),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingFilter:
+    meeting_id: str | None = None
+    session_id: str | None = None
+    participant_id: str | None = None
+    kind: str | None = None
+    statuses: Sequence[str] = ()
+    updated_after: datetime | None = None
+
+
+async def get(session: AsyncSession, recording_id: int) -> Recording | None:
+    return await session.get(Recording, recording_id)
+
+
+async def list_page(
+    session: AsyncSession,
+    filters: RecordingFilter,
+    limit: int,
+    after: tuple[datetime, int] | None,
+) -> list[Recording]:
+    """Newest updated_at first; `after` is the (updated_at, id) of the previous page's last."""
+    statement = select(Recording)
+    for column, value in (
+        (Recording.meeting_id, filters.meeting_id),
+        (Recording.session_id, filters.session_id),
+        (Recording.participant_id, filters.participant_id),
+        (Recording.kind, filters.kind),
+    ):
+        if value is not None:
+            statement = statement.where(column == value)
+    if filters.statuses:
+        statement = statement.where(Recording.status.in_(filters.statuses))
+    if filters.updated_after is not None:
+        statement = statement.where(Recording.updated_at > filters.updated_after)
+    if after is not None:
+        statement = statement.where(tuple_(Recording.updated_at, Recording.id) < after)
+    statement = statement.order_by(Recording.updated_at.desc(), Recording.id.desc()).limit(limit)
+    return list(await session.scalars(statement))

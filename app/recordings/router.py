@@ -1,0 +1,83 @@
+"""`/v1/recordings`: list and fetch recordings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from app.core.auth import require_api_token
+from app.core.context import SessionDep
+from app.core.errors import NotFound
+from app.core.pagination import (
+    DEFAULT_LIMIT,
+    MAX_ID,
+    MAX_LIMIT,
+    Page,
+    decode_time_cursor,
+    encode_cursor,
+)
+from app.core.query import FilterValue
+from app.recordings import repository
+from app.recordings.lifecycle import Status
+from app.recordings.models import Recording
+from app.recordings.schemas import RecordingDetail, RecordingOut, TimelineEntry
+from app.webhooks import repository as events
+from app.webhooks.schemas import Kind
+
+router = APIRouter(
+    prefix="/v1/recordings", tags=["recordings"], dependencies=[Depends(require_api_token)]
+)
+
+
+async def valid_recording(recording_id: str, session: SessionDep) -> Recording:
+    """Any id that names no recording, whatever its format, is a 404."""
+    if recording_id.isascii() and recording_id.isdigit() and 0 < int(recording_id) <= MAX_ID:
+        row = await repository.get(session, int(recording_id))
+        if row is not None:
+            return row
+    raise NotFound(f"no recording with id {recording_id!r}", error="recording_not_found")
+
+
+@router.get("", response_model=Page[RecordingOut])
+async def list_recordings(
+    session: SessionDep,
+    meetingId: FilterValue = None,
+    sessionId: FilterValue = None,
+    participantId: FilterValue = None,
+    kind: Kind | None = None,
+    status: Annotated[list[Status] | None, Query()] = None,
+    updatedAfter: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Page[RecordingOut]:
+    if updatedAfter is not None and updatedAfter.tzinfo is None:
+        updatedAfter = updatedAfter.replace(tzinfo=UTC)
+    filters = repository.RecordingFilter(
+        meeting_id=meetingId,
+        session_id=sessionId,
+        participant_id=participantId,
+        kind=kind,
+        statuses=[s.value for s in status or ()],
+        updated_after=updatedAfter,
+    )
+    after = decode_time_cursor(cursor) if cursor else None
+    rows = await repository.list_page(session, filters, limit + 1, after)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor(last.updated_at.isoformat(), last.id)
+    return Page[RecordingOut](items=[RecordingOut.of(r) for r in rows], nextCursor=next_cursor)
+
+
+@router.get("/{recording_id}", response_model=RecordingDetail)
+async def get_recording(
+    recording: Annotated[Recording, Depends(valid_recording)], session: SessionDep
+) -> RecordingDetail:
+    timeline = await events.timeline(session, recording.id)
+    return RecordingDetail(
+        **RecordingOut.of(recording).model_dump(),
+        events=[TimelineEntry.of(event) for event in timeline],
+    )

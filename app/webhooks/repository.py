@@ -1,0 +1,94 @@
+"""Appends to and reads from the webhook event log. Callers own the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.recordings.lifecycle import Outcome
+from app.webhooks.models import WebhookEvent
+
+
+@dataclass(frozen=True, slots=True)
+class EventIdentity:
+    """The ids a delivery names, as far as they are usable strings."""
+
+    meeting_id: str | None = None
+    session_id: str | None = None
+    participant_id: str | None = None
+    kind: str | None = None
+
+
+async def append(
+    session: AsyncSession,
+    *,
+    received_at: datetime,
+    webhook_type: str,
+    identity: EventIdentity,
+    outcome: Outcome,
+    fingerprint: str,
+    payload: dict[str, Any],
+    recording_id: int | None = None,
+    error: list[dict[str, str]] | None = None,
+) -> int:
+    statement = (
+        insert(WebhookEvent)
+        .values(
+            received_at=received_at,
+            webhook_type=webhook_type,
+            meeting_id=identity.meeting_id,
+            session_id=identity.session_id,
+            participant_id=identity.participant_id,
+            kind=identity.kind,
+            outcome=outcome.value,
+            fingerprint=fingerprint,
+            recording_id=recording_id,
+            payload=payload,
+            error=error,
+        )
+        .returning(WebhookEvent.id)
+    )
+    return (await session.execute(statement)).scalar_one()
+
+
+async def timeline(session: AsyncSession, recording_id: int) -> list[WebhookEvent]:
+    statement = (
+        select(WebhookEvent)
+        .where(WebhookEvent.recording_id == recording_id)
+        .order_by(WebhookEvent.id)
+    )
+    return list(await session.scalars(statement))
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    session_id: str | None = None
+    webhook_types: Sequence[str] = ()
+    outcomes: Sequence[str] = ()
+
+
+async def list_page(
+    session: AsyncSession, filters: EventFilter, limit: int, before_id: int | None
+) -> list[WebhookEvent]:
+    """Newest first; `before_id` is the id of the previous page's last event."""
+    statement = select(WebhookEvent)
+    if filters.session_id is not None:
+        statement = statement.where(WebhookEvent.session_id == filters.session_id)
+    if filters.webhook_types:
+        statement = statement.where(WebhookEvent.webhook_type.in_(filters.webhook_types))
+    if filters.outcomes:
+        statement = statement.where(WebhookEvent.outcome.in_(filters.outcomes))
+    if before_id is not None:
+        statement = statement.where(WebhookEvent.id < before_id)
+    statement = statement.order_by(WebhookEvent.id.desc()).limit(limit)
+    return list(await session.scalars(statement))
+
+
+async def all_in_order(session: AsyncSession) -> list[WebhookEvent]:
+    """The whole log in the order it was written (for rebuilds)."""
+    return list(await session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)))

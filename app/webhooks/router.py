@@ -1,0 +1,161 @@
+"""`POST /webhooks/videosdk` (intake) and `GET /v1/webhook-events` (the raw log)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from app.core.auth import require_api_token
+from app.core.context import SessionDep, get_context
+from app.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_id_cursor, encode_cursor
+from app.core.query import FilterValue
+from app.core.text import NulFreeStr
+from app.recordings.lifecycle import Outcome
+from app.webhooks import repository
+from app.webhooks.models import WEBHOOK_TYPE_MAX_LENGTH, WebhookEvent
+from app.webhooks.schemas import WebhookAccepted, track_webhook_adapter
+from app.webhooks.service import WebhookIntake
+
+SIGNATURE_HEADER = "videosdk-signature"
+WebhookTypeFilter = Annotated[NulFreeStr, Field(min_length=1, max_length=WEBHOOK_TYPE_MAX_LENGTH)]
+
+intake_router = APIRouter(tags=["webhooks"])
+events_router = APIRouter(
+    prefix="/v1/webhook-events", tags=["webhook events"], dependencies=[Depends(require_api_token)]
+)
+
+
+def get_intake(request: Request) -> WebhookIntake:
+    intake = request.app.state.intake
+    assert isinstance(intake, WebhookIntake), "the lifespan has not run"
+    return intake
+
+
+def _is_json_media_type(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+async def read_limited_body(request: Request) -> bytes:
+    """The raw body, refused with 413 as soon as it passes MAX_BODY_BYTES (chunked too)."""
+    limit = get_context(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length is not a number", error="bad_content_length")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_REQUEST_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": track_webhook_adapter.json_schema()}},
+    },
+    "parameters": [
+        {
+            "name": SIGNATURE_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "base64 RSA-SHA256 signature of the body (required unless "
+            "WEBHOOK_SIGNATURE=off)",
+            "schema": {"type": "string"},
+        }
+    ],
+}
+
+
+@intake_router.post(
+    "/webhooks/videosdk",
+    response_model=WebhookAccepted,
+    openapi_extra=_REQUEST_BODY_DOC,
+    summary="Receive a VideoSDK webhook",
+    responses={
+        400: {"description": "Malformed JSON, or no string webhookType"},
+        401: {"description": "Missing or invalid signature"},
+        413: {"description": "Body larger than MAX_BODY_BYTES"},
+        415: {"description": "Content-Type is not JSON"},
+        422: {"description": "A track-recording webhook that fails validation"},
+        503: {"description": "Database or public key unavailable; retry after Retry-After"},
+    },
+)
+async def receive_webhook(
+    request: Request, intake: Annotated[WebhookIntake, Depends(get_intake)]
+) -> WebhookAccepted:
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not _is_json_media_type(content_type):
+        raise UnsupportedMediaType(f"Content-Type must be application/json, not {content_type!r}")
+    body = await read_limited_body(request)
+    result = await intake.receive(body, request.headers.getlist(SIGNATURE_HEADER))
+    return WebhookAccepted(
+        status=result.outcome,
+        eventId=str(result.event_id),
+        recordingId=None if result.recording_id is None else str(result.recording_id),
+    )
+
+
+class WebhookEventOut(BaseModel):
+    id: str
+    receivedAt: datetime
+    webhookType: str
+    outcome: Outcome
+    meetingId: str | None
+    sessionId: str | None
+    participantId: str | None
+    kind: str | None
+    recordingId: str | None
+    error: list[dict[str, Any]] | None
+    payload: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: WebhookEvent) -> WebhookEventOut:
+        return cls(
+            id=str(event.id),
+            receivedAt=event.received_at,
+            webhookType=event.webhook_type,
+            outcome=Outcome(event.outcome),
+            meetingId=event.meeting_id,
+            sessionId=event.session_id,
+            participantId=event.participant_id,
+            kind=event.kind,
+            recordingId=None if event.recording_id is None else str(event.recording_id),
+            error=event.error,
+            payload=event.payload,
+        )
+
+
+@events_router.get("", response_model=Page[WebhookEventOut])
+async def list_webhook_events(
+    session: SessionDep,
+    sessionId: FilterValue = None,
+    webhookType: Annotated[list[WebhookTypeFilter] | None, Query()] = None,
+    outcome: Annotated[list[Outcome] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Page[WebhookEventOut]:
+    filters = repository.EventFilter(
+        session_id=sessionId,
+        webhook_types=list(webhookType or ()),
+        outcomes=[o.value for o in outcome or ()],
+    )
+    before = decode_id_cursor(cursor) if cursor else None
+    rows = await repository.list_page(session, filters, limit + 1, before)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].id)
+    return Page[WebhookEventOut](
+        items=[WebhookEventOut.of(r) for r in rows], nextCursor=next_cursor
+    )

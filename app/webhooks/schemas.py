@@ -1,0 +1,78 @@
+"""What VideoSDK sends (validated with a discriminated union) and what we answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from app.core.text import NulFreeStr
+from app.recordings.lifecycle import Outcome, Status
+from app.recordings.models import ID_MAX_LENGTH
+
+TRACK_WEBHOOK_PREFIX = "participant-track-recording-"
+TRACK_WEBHOOK_TYPES: dict[str, Status] = {
+    f"{TRACK_WEBHOOK_PREFIX}{status.value}": status for status in Status
+}
+MAX_FILES = 10_000
+
+
+Identifier = Annotated[NulFreeStr, Field(min_length=1, max_length=ID_MAX_LENGTH)]
+Kind = Literal["audio", "video", "screen_audio", "screen_video"]
+
+
+class FileDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    filePath: Annotated[str, Field(min_length=1, max_length=4096)]
+    fileUrl: Annotated[str, Field(min_length=1, max_length=8192)]
+
+
+class TrackData(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    meetingId: Identifier
+    sessionId: Identifier
+    participantId: Identifier
+    kind: Kind
+    # Carried by -stopped; accepted on every type so that no file URL is ever lost.
+    fileDetails: Annotated[list[FileDetail], Field(max_length=MAX_FILES)] | None = None
+
+
+class _TrackWebhook(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    data: TrackData
+
+
+class StartingWebhook(_TrackWebhook):
+    webhookType: Literal["participant-track-recording-starting"]
+
+
+class StartedWebhook(_TrackWebhook):
+    webhookType: Literal["participant-track-recording-started"]
+
+
+class StoppingWebhook(_TrackWebhook):
+    webhookType: Literal["participant-track-recording-stopping"]
+
+
+class StoppedWebhook(_TrackWebhook):
+    webhookType: Literal["participant-track-recording-stopped"]
+
+
+class FailedWebhook(_TrackWebhook):
+    webhookType: Literal["participant-track-recording-failed"]
+
+
+TrackWebhook = Annotated[
+    StartingWebhook | StartedWebhook | StoppingWebhook | StoppedWebhook | FailedWebhook,
+    Field(discriminator="webhookType"),
+]
+track_webhook_adapter: TypeAdapter[TrackWebhook] = TypeAdapter(TrackWebhook)
+
+
+class WebhookAccepted(BaseModel):
+    status: Literal[Outcome.APPLIED, Outcome.DUPLICATE, Outcome.IGNORED]
+    eventId: str
+    recordingId: str | None

@@ -1,0 +1,244 @@
+"""Webhook intake: verify, parse, classify, then apply and log in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import SignatureMode
+from app.core.db import utcnow
+from app.core.errors import (
+    BadRequest,
+    ServiceUnavailable,
+    Unauthorized,
+    ValidationFailed,
+    field_errors,
+)
+from app.recordings import repository as recordings
+from app.recordings.lifecycle import Outcome, TrackEvent, transition
+from app.recordings.models import ID_MAX_LENGTH
+from app.recordings.repository import TrackKey, state_from_row
+from app.webhooks import repository as events
+from app.webhooks.models import WEBHOOK_TYPE_MAX_LENGTH
+from app.webhooks.public_key import PublicKeyProvider, PublicKeyUnavailable
+from app.webhooks.repository import EventIdentity
+from app.webhooks.schemas import TRACK_WEBHOOK_TYPES, TrackWebhook, track_webhook_adapter
+from app.webhooks.signature import SignatureError, compact_json, decode_signature, verify
+
+logger = logging.getLogger(__name__)
+
+# Only a conflicting concurrent "first recording" insert makes us go round again,
+# and the second pass then finds and locks that row.
+MAX_APPLY_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    outcome: Outcome
+    event_id: int
+    recording_id: int | None
+
+
+class _Body:
+    """The raw body, parsed at most once (signature fallback and intake both need it)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._document: object = None
+        self._error: str | None = None
+        self._parsed = False
+
+    def document(self) -> object:
+        if not self._parsed:
+            self._parsed = True
+            try:
+                self._document = orjson.loads(self.raw)
+            except orjson.JSONDecodeError as exc:
+                self._error = str(exc)
+        if self._error is not None:
+            raise BadRequest(f"the body is not valid JSON: {self._error}", error="invalid_json")
+        return self._document
+
+
+def fingerprint_of(document: dict[str, Any]) -> str:
+    """Equal for exact repeats of a delivery, whatever the key order or spacing."""
+    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def identity_of(document: dict[str, Any]) -> EventIdentity:
+    data = document.get("data")
+    if not isinstance(data, dict):
+        return EventIdentity()
+
+    def usable(name: str) -> str | None:
+        value = data.get(name)
+        ok = isinstance(value, str) and 0 < len(value) <= ID_MAX_LENGTH and "\x00" not in value
+        return value if ok else None
+
+    return EventIdentity(
+        meeting_id=usable("meetingId"),
+        session_id=usable("sessionId"),
+        participant_id=usable("participantId"),
+        kind=usable("kind"),
+    )
+
+
+class WebhookIntake:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        key_provider: PublicKeyProvider,
+        signature_mode: SignatureMode,
+        retry_after_seconds: int,
+    ) -> None:
+        self._sessions = sessions
+        self._keys = key_provider
+        self._verify_signatures = signature_mode is SignatureMode.REQUIRED
+        self._retry_after = retry_after_seconds
+
+    async def receive(self, raw: bytes, signatures: Sequence[str]) -> IntakeResult:
+        received_at = utcnow()
+        body = _Body(raw)
+        if self._verify_signatures:
+            await self._check_signature(body, signatures)
+        document = body.document()
+        if not isinstance(document, dict):
+            raise BadRequest("the body must be a JSON object", error="invalid_webhook")
+        webhook_type = document.get("webhookType")
+        if not isinstance(webhook_type, str) or not webhook_type:
+            raise BadRequest(
+                "the body must have a non-empty string field 'webhookType'",
+                error="invalid_webhook",
+            )
+        if len(webhook_type) > WEBHOOK_TYPE_MAX_LENGTH or "\x00" in webhook_type:
+            raise BadRequest(
+                f"'webhookType' must be at most {WEBHOOK_TYPE_MAX_LENGTH} characters, no NUL",
+                error="invalid_webhook",
+            )
+        fingerprint = fingerprint_of(document)
+        if webhook_type not in TRACK_WEBHOOK_TYPES:
+            return await self._log_only(
+                received_at, webhook_type, document, fingerprint, Outcome.IGNORED, None
+            )
+        try:
+            webhook = track_webhook_adapter.validate_python(document)
+        except ValidationError as exc:
+            # loc starts with the union tag (the webhook type); drop it.
+            problems = field_errors(exc.errors(), drop_prefix=1)
+            await self._log_only(
+                received_at, webhook_type, document, fingerprint, Outcome.REJECTED, problems
+            )
+            raise ValidationFailed(problems) from None
+        return await self._apply(received_at, webhook, document, fingerprint)
+
+    async def _check_signature(self, body: _Body, signatures: Sequence[str]) -> None:
+        if not signatures:
+            raise Unauthorized(
+                "the videosdk-signature header is missing", error="signature_missing"
+            )
+        if len(signatures) > 1:
+            raise Unauthorized("more than one videosdk-signature header", error="signature_invalid")
+        try:
+            key = await self._keys.get()
+        except PublicKeyUnavailable as exc:
+            raise ServiceUnavailable(
+                str(exc), error="public_key_unavailable", retry_after=self._retry_after
+            ) from None
+        try:
+            signature = decode_signature(signatures[0], key)
+            verify(key, signature, self._signed_candidates(body))
+        except SignatureError as exc:
+            raise Unauthorized(str(exc), error="signature_invalid") from None
+
+    @staticmethod
+    def _signed_candidates(body: _Body) -> Any:
+        yield body.raw
+        try:
+            document = body.document()
+        except BadRequest:
+            return
+        compact = compact_json(document)
+        if compact != body.raw:
+            yield compact
+
+    async def _log_only(
+        self,
+        received_at: datetime,
+        webhook_type: str,
+        document: dict[str, Any],
+        fingerprint: str,
+        outcome: Outcome,
+        error: list[dict[str, str]] | None,
+    ) -> IntakeResult:
+        async with self._sessions() as session, session.begin():
+            event_id = await events.append(
+                session,
+                received_at=received_at,
+                webhook_type=webhook_type,
+                identity=identity_of(document),
+                outcome=outcome,
+                fingerprint=fingerprint,
+                payload=document,
+                error=error,
+            )
+        return IntakeResult(outcome, event_id, None)
+
+    async def _apply(
+        self,
+        received_at: datetime,
+        webhook: TrackWebhook,
+        document: dict[str, Any],
+        fingerprint: str,
+    ) -> IntakeResult:
+        data = webhook.data
+        key = TrackKey(data.sessionId, data.participantId, data.kind)
+        files = tuple(entry.model_dump() for entry in data.fileDetails or ())
+        event = TrackEvent(
+            status=TRACK_WEBHOOK_TYPES[webhook.webhookType],
+            fingerprint=fingerprint,
+            received_at=received_at,
+            files=files,
+        )
+        identity = EventIdentity(data.meetingId, data.sessionId, data.participantId, data.kind)
+        async with self._sessions() as session, session.begin():
+            for _attempt in range(MAX_APPLY_ATTEMPTS):
+                row = await recordings.lock_latest(session, key)
+                step = transition(state_from_row(row) if row else None, event)
+                recording_id: int | None
+                if not step.opened:
+                    assert row is not None
+                    recording_id = row.id
+                    if step.outcome is Outcome.APPLIED:
+                        await recordings.save_state(session, recording_id, step.recording)
+                elif row is None:
+                    recording_id = await recordings.insert_first(
+                        session, key, data.meetingId, step.recording
+                    )
+                    if recording_id is None:
+                        continue  # a concurrent delivery created it; lock that row instead
+                else:
+                    recording_id = await recordings.insert_next(session, row, step.recording)
+                event_id = await events.append(
+                    session,
+                    received_at=received_at,
+                    webhook_type=webhook.webhookType,
+                    identity=identity,
+                    outcome=step.outcome,
+                    fingerprint=fingerprint,
+                    payload=document,
+                    recording_id=recording_id,
+                )
+                return IntakeResult(step.outcome, event_id, recording_id)
+        raise ServiceUnavailable(
+            "the recording is being changed concurrently; retry",
+            error="conflict_retry",
+            retry_after=self._retry_after,
+        )
