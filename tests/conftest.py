@@ -1,0 +1,131 @@
+"""Fixtures: every API test runs once on PostgreSQL and once on SQLite, each migrated
+by Alembic and emptied before each test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.core.config import Settings
+from app.core.migrations import upgrade_to_head
+from app.main import create_app
+from tests.support import databases
+from tests.support.client import WebhookClient
+from tests.support.signing import Signer
+
+BACKENDS = ("postgresql", "sqlite")
+REQUIRE_POSTGRES = os.environ.get("TRACKHOOK_REQUIRE_POSTGRES") == "1"
+_tested: set[str] = set()
+_postgres_skipped: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def signer() -> Signer:
+    return Signer.generate()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        url = databases.sqlite_url(tmp_path_factory.mktemp("sqlite"))
+        await asyncio.to_thread(upgrade_to_head, url)
+        _tested.add("sqlite")
+        yield url
+        return
+    admin = databases.admin_url()
+    reason = await databases.postgres_reachable(admin)
+    if reason is not None:
+        message = f"PostgreSQL at TEST_DATABASE_URL={admin} is unreachable ({reason})"
+        if REQUIRE_POSTGRES:
+            pytest.fail(message + " and TRACKHOOK_REQUIRE_POSTGRES=1", pytrace=False)
+        _postgres_skipped.append(message)
+        pytest.skip(message)
+    url = await databases.create_postgres_database(admin)
+    await asyncio.to_thread(upgrade_to_head, url)
+    _tested.add("postgresql")
+    try:
+        yield url
+    finally:
+        await databases.drop_postgres_database(admin, url)
+
+
+async def empty_database(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                await connection.execute(
+                    text("TRUNCATE webhook_events, recordings RESTART IDENTITY CASCADE")
+                )
+            else:
+                await connection.execute(text("DELETE FROM webhook_events"))
+                await connection.execute(text("DELETE FROM recordings"))
+    finally:
+        await engine.dispose()
+
+
+def make_settings(database_url: str, signer: Signer, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "videosdk_public_key": SecretStr(signer.public_pem),
+        "api_tokens": [],
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+ClientFactory = Callable[..., Awaitable[WebhookClient]]
+
+
+@pytest.fixture
+async def make_client(database_url: str, signer: Signer) -> AsyncIterator[ClientFactory]:
+    """Build a client over a freshly started app; keyword arguments override settings."""
+    await empty_database(database_url)
+    stack: list[Any] = []
+
+    async def factory(**overrides: Any) -> WebhookClient:
+        app = create_app(make_settings(database_url, signer, **overrides))
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://trackhook.test"
+        )
+        stack.append((lifespan, http))
+        return WebhookClient(http, signer)
+
+    yield factory
+    for lifespan, http in reversed(stack):
+        await http.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def client(make_client: ClientFactory) -> WebhookClient:
+    return await make_client()
+
+
+@pytest.fixture
+def backend(database_url: str) -> str:
+    return "postgresql" if database_url.startswith("postgresql") else "sqlite"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    tested = ", ".join(sorted(_tested)) or "none"
+    terminalreporter.write_line(f"trackhook: databases tested: {tested}")
+    for message in dict.fromkeys(_postgres_skipped):
+        terminalreporter.write_line(f"trackhook: PostgreSQL tests were SKIPPED: {message}")
+
+
+def fixture_dir() -> Path:
+    return Path(__file__).parent / "fixtures" / "videosdk"
