@@ -91,6 +91,20 @@ def identity_of(document: dict[str, Any]) -> EventIdentity:
     )
 
 
+def track_key_of(webhook: TrackWebhook) -> TrackKey:
+    return TrackKey(webhook.data.sessionId, webhook.data.participantId, webhook.data.kind)
+
+
+def track_event_of(webhook: TrackWebhook, fingerprint: str, received_at: datetime) -> TrackEvent:
+    """The lifecycle's view of a validated webhook (intake and rebuild both use this)."""
+    return TrackEvent(
+        status=TRACK_WEBHOOK_TYPES[webhook.webhookType],
+        fingerprint=fingerprint,
+        received_at=received_at,
+        files=tuple(entry.model_dump() for entry in webhook.data.fileDetails or ()),
+    )
+
+
 class WebhookIntake:
     def __init__(
         self,
@@ -199,14 +213,8 @@ class WebhookIntake:
         fingerprint: str,
     ) -> IntakeResult:
         data = webhook.data
-        key = TrackKey(data.sessionId, data.participantId, data.kind)
-        files = tuple(entry.model_dump() for entry in data.fileDetails or ())
-        event = TrackEvent(
-            status=TRACK_WEBHOOK_TYPES[webhook.webhookType],
-            fingerprint=fingerprint,
-            received_at=received_at,
-            files=files,
-        )
+        key = track_key_of(webhook)
+        event = track_event_of(webhook, fingerprint, received_at)
         identity = EventIdentity(data.meetingId, data.sessionId, data.participantId, data.kind)
         async with self._sessions() as session, session.begin():
             for _attempt in range(MAX_APPLY_ATTEMPTS):
