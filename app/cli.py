@@ -71,6 +71,26 @@ def _sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rebuild(args: argparse.Namespace) -> int:
+    """Recompute the recordings from the event log; exit 1 on differences left unrepaired."""
+    import asyncio
+
+    from app.core.db import create_engine, create_session_factory
+    from app.recordings.rebuild import RebuildReport, rebuild
+
+    async def run() -> RebuildReport:
+        engine = create_engine(Settings())
+        try:
+            async with create_session_factory(engine)() as session:
+                return await rebuild(session, repair=args.repair)
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(run())
+    print("\n".join(report.lines()))
+    return 1 if report.differences and not args.repair else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trackhook", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("body", help="file with the exact body bytes, or - for stdin")
     sign.add_argument("--key", default="dev-private.pem")
     sign.set_defaults(handler=_sign)
+
+    rebuild = commands.add_parser(
+        "rebuild", help="recompute every recording from the event log and report differences"
+    )
+    rebuild.add_argument(
+        "--repair", action="store_true", help="rewrite the differing recordings from the log"
+    )
+    rebuild.set_defaults(handler=_rebuild)
     return parser
 
 

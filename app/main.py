@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessions = create_session_factory(engine)
         app.state.context = AppContext(active, engine, sessions, head_revision())
         app.state.intake = WebhookIntake(
-            sessions, key_provider, active.webhook_signature, active.retry_after_seconds
+            engine, sessions, key_provider, active.webhook_signature, active.retry_after_seconds
         )
         install_error_handlers(app, active.retry_after_seconds)
         logger.info("database: %s", engine.url.render_as_string(hide_password=True))

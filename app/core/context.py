@@ -26,7 +26,12 @@ def get_context(request: Request) -> AppContext:
     return context
 
 
-ContextDep = Annotated[AppContext, Depends(get_context)]
+async def _context_dependency(request: Request) -> AppContext:
+    # async so FastAPI calls it inline; a plain `def` dependency costs a thread hop.
+    return get_context(request)
+
+
+ContextDep = Annotated[AppContext, Depends(_context_dependency)]
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -86,7 +86,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_timeout=settings.db_connect_timeout_seconds,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout. A connection found dead fails
+        # its request with a 503 (retried by VideoSDK) and invalidates the whole pool.
         connect_args={
             "timeout": settings.db_connect_timeout_seconds,
             "command_timeout": 30,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, StringConstraints
+
+ID_MAX_LENGTH = 255
 
 
 def reject_nul(value: str) -> str:
@@ -14,4 +16,7 @@ def reject_nul(value: str) -> str:
     return value
 
 
-NulFreeStr = Annotated[str, AfterValidator(reject_nul)]
+# Constraints first, so a too-long or empty value is reported as such.
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=ID_MAX_LENGTH), AfterValidator(reject_nul)
+]

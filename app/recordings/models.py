@@ -9,9 +9,9 @@ from sqlalchemy import Boolean, CheckConstraint, Index, Integer, String, UniqueC
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, BigId, JsonDocument, UTCDateTime
+from app.core.text import ID_MAX_LENGTH
 from app.recordings.lifecycle import Status
 
-ID_MAX_LENGTH = 255
 KINDS = ("audio", "video", "screen_audio", "screen_video")
 
 
@@ -42,6 +42,8 @@ class Recording(Base):
     files: Mapped[list[dict[str, Any]]] = mapped_column(JsonDocument)
     # Fingerprints of the events this recording holds, to tell an exact repeat.
     event_fingerprints: Mapped[list[str]] = mapped_column(JsonDocument)
+    # Bumped by every write, so a writer that decided on a stale read can tell.
+    version: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (
         UniqueConstraint("session_id", "participant_id", "kind", "sequence"),

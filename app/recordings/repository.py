@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -90,7 +90,9 @@ async def insert_first(
 async def insert_next(session: AsyncSession, latest: Recording, state: RecordingState) -> int:
     """Open the next recording of a key whose latest row we hold locked."""
     await session.execute(
-        update(Recording).where(Recording.id == latest.id).values(is_latest=False)
+        update(Recording)
+        .where(Recording.id == latest.id)
+        .values(is_latest=False, version=Recording.version + 1)
     )
     key = TrackKey(latest.session_id, latest.participant_id, latest.kind)
     statement = (
@@ -101,7 +103,9 @@ async def insert_next(session: AsyncSession, latest: Recording, state: Recording
 
 async def save_state(session: AsyncSession, recording_id: int, state: RecordingState) -> None:
     await session.execute(
-        update(Recording).where(Recording.id == recording_id).values(_state_columns(state))
+        update(Recording)
+        .where(Recording.id == recording_id)
+        .values({**_state_columns(state), "version": Recording.version + 1})
     )
 
 
@@ -112,6 +116,7 @@ def _new_row(key: TrackKey, meeting_id: str, state: RecordingState) -> dict[str,
         "participant_id": key.participant_id,
         "kind": key.kind,
         "is_latest": True,
+        "version": 1,
         **_state_columns(state),
     }
 
@@ -154,3 +159,52 @@ async def list_page(
         statement = statement.where(tuple_(Recording.updated_at, Recording.id) < after)
     statement = statement.order_by(Recording.updated_at.desc(), Recording.id.desc()).limit(limit)
     return list(await session.scalars(statement))
+
+
+# Rebuild: read every row in batches, and rewrite rows from the fold.
+
+
+async def stream_all(session: AsyncSession, batch: int = 1000) -> AsyncIterator[Recording]:
+    """Every recording in id order, fetched `batch` rows at a time (a server-side cursor on
+    PostgreSQL), so a rebuild never holds the whole result set at once."""
+    statement = select(Recording).order_by(Recording.id).execution_options(yield_per=batch)
+    async for row in await session.stream_scalars(statement):
+        yield row
+
+
+async def clear_latest(session: AsyncSession, key: TrackKey) -> None:
+    await session.execute(
+        update(Recording)
+        .where(*_key_filter(key), Recording.is_latest)
+        .values(is_latest=False, version=Recording.version + 1)
+    )
+
+
+async def rewrite(
+    session: AsyncSession,
+    recording_id: int,
+    meeting_id: str,
+    state: RecordingState,
+    is_latest: bool,
+) -> None:
+    """Overwrite a row's state, meeting id and latest flag (its key stays)."""
+    values = {
+        **_state_columns(state),
+        "meeting_id": meeting_id,
+        "is_latest": is_latest,
+        "version": Recording.version + 1,
+    }
+    await session.execute(update(Recording).where(Recording.id == recording_id).values(values))
+
+
+async def insert_state(
+    session: AsyncSession, key: TrackKey, meeting_id: str, state: RecordingState, is_latest: bool
+) -> int:
+    row = {**_new_row(key, meeting_id, state), "is_latest": is_latest}
+    statement = insert(Recording).values(row).returning(Recording.id)
+    return (await session.execute(statement)).scalar_one()
+
+
+async def delete_many(session: AsyncSession, recording_ids: Sequence[int]) -> None:
+    if recording_ids:
+        await session.execute(delete(Recording).where(Recording.id.in_(recording_ids)))

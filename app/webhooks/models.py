@@ -9,8 +9,8 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, BigId, JsonDocument, UTCDateTime
+from app.core.text import ID_MAX_LENGTH
 from app.recordings.lifecycle import Outcome
-from app.recordings.models import ID_MAX_LENGTH
 
 WEBHOOK_TYPE_MAX_LENGTH = 255
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.recordings.lifecycle import Outcome
@@ -92,3 +92,25 @@ async def list_page(
 async def all_in_order(session: AsyncSession) -> list[WebhookEvent]:
     """The whole log in the order it was written (for rebuilds)."""
     return list(await session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)))
+
+
+async def stream_with_outcomes(
+    session: AsyncSession, outcomes: Sequence[Outcome], batch: int = 1000
+) -> AsyncIterator[WebhookEvent]:
+    """The log in id order (the order events were applied), restricted to `outcomes` and
+    fetched `batch` rows at a time (a server-side cursor on PostgreSQL)."""
+    statement = (
+        select(WebhookEvent)
+        .where(WebhookEvent.outcome.in_([outcome.value for outcome in outcomes]))
+        .order_by(WebhookEvent.id)
+        .execution_options(yield_per=batch)
+    )
+    async for row in await session.stream_scalars(statement):
+        yield row
+
+
+async def link_recording(session: AsyncSession, event_id: int, recording_id: int) -> None:
+    """Point an event at the recording it belongs to (rebuild repair; nothing else changes)."""
+    await session.execute(
+        update(WebhookEvent).where(WebhookEvent.id == event_id).values(recording_id=recording_id)
+    )

@@ -6,14 +6,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, StringConstraints
 
 from app.core.auth import require_api_token
 from app.core.context import SessionDep, get_context
 from app.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_id_cursor, encode_cursor
 from app.core.query import FilterValue
-from app.core.text import NulFreeStr
+from app.core.text import reject_nul
 from app.recordings.lifecycle import Outcome
 from app.webhooks import repository
 from app.webhooks.models import WEBHOOK_TYPE_MAX_LENGTH, WebhookEvent
@@ -21,7 +21,11 @@ from app.webhooks.schemas import WebhookAccepted, track_webhook_adapter
 from app.webhooks.service import WebhookIntake
 
 SIGNATURE_HEADER = "videosdk-signature"
-WebhookTypeFilter = Annotated[NulFreeStr, Field(min_length=1, max_length=WEBHOOK_TYPE_MAX_LENGTH)]
+WebhookTypeFilter = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=WEBHOOK_TYPE_MAX_LENGTH),
+    AfterValidator(reject_nul),
+]
 
 intake_router = APIRouter(tags=["webhooks"])
 events_router = APIRouter(
@@ -29,7 +33,7 @@ events_router = APIRouter(
 )
 
 
-def get_intake(request: Request) -> WebhookIntake:
+async def get_intake(request: Request) -> WebhookIntake:
     intake = request.app.state.intake
     assert isinstance(intake, WebhookIntake), "the lifespan has not run"
     return intake
@@ -45,9 +49,10 @@ async def read_limited_body(request: Request) -> bytes:
     limit = get_context(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise BadRequest("Content-Length is not a number", error="bad_content_length")
-        if int(declared) > limit:
+        # More digits than the limit has means larger than the limit (and int() stays cheap).
+        if len(declared.lstrip("0")) > len(str(limit)) or int(declared) > limit:
             raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0

@@ -6,9 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from app.core.text import NulFreeStr
+from app.core.text import Identifier
 from app.recordings.lifecycle import Outcome, Status
-from app.recordings.models import ID_MAX_LENGTH
 
 TRACK_WEBHOOK_PREFIX = "participant-track-recording-"
 TRACK_WEBHOOK_TYPES: dict[str, Status] = {
@@ -17,7 +16,6 @@ TRACK_WEBHOOK_TYPES: dict[str, Status] = {
 MAX_FILES = 10_000
 
 
-Identifier = Annotated[NulFreeStr, Field(min_length=1, max_length=ID_MAX_LENGTH)]
 Kind = Literal["audio", "video", "screen_audio", "screen_video"]
 
 

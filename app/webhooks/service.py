@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import SignatureMode
 from app.core.db import utcnow
@@ -21,11 +21,13 @@ from app.core.errors import (
     Unauthorized,
     ValidationFailed,
     field_errors,
+    is_connection_lost,
 )
+from app.core.text import ID_MAX_LENGTH
 from app.recordings import repository as recordings
 from app.recordings.lifecycle import Outcome, TrackEvent, transition
-from app.recordings.models import ID_MAX_LENGTH
 from app.recordings.repository import TrackKey, state_from_row
+from app.webhooks import pg_fast_path
 from app.webhooks import repository as events
 from app.webhooks.models import WEBHOOK_TYPE_MAX_LENGTH
 from app.webhooks.public_key import PublicKeyProvider, PublicKeyUnavailable
@@ -38,6 +40,9 @@ logger = logging.getLogger(__name__)
 # Only a conflicting concurrent "first recording" insert makes us go round again,
 # and the second pass then finds and locks that row.
 MAX_APPLY_ATTEMPTS = 3
+# Optimistic tries on PostgreSQL before taking the row lock: under contention for one
+# key the locked path queues writers fairly instead of letting them retry in a storm.
+FAST_PATH_ATTEMPTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,15 @@ class _Body:
 
 def fingerprint_of(document: dict[str, Any]) -> str:
     """Equal for exact repeats of a delivery, whatever the key order or spacing."""
-    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    try:
+        canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        # Only nesting deeper than orjson's 254 levels gets here; such a body can be
+        # neither fingerprinted nor stored as JSON.
+        raise BadRequest(
+            "the JSON is nested more than 254 levels deep", error="invalid_json"
+        ) from None
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def identity_of(document: dict[str, Any]) -> EventIdentity:
@@ -108,11 +121,14 @@ def track_event_of(webhook: TrackWebhook, fingerprint: str, received_at: datetim
 class WebhookIntake:
     def __init__(
         self,
+        engine: AsyncEngine,
         sessions: async_sessionmaker[AsyncSession],
         key_provider: PublicKeyProvider,
         signature_mode: SignatureMode,
         retry_after_seconds: int,
     ) -> None:
+        self._engine = engine
+        self._fast_path = engine.dialect.name == "postgresql"
         self._sessions = sessions
         self._keys = key_provider
         self._verify_signatures = signature_mode is SignatureMode.REQUIRED
@@ -180,7 +196,7 @@ class WebhookIntake:
         except BadRequest:
             return
         compact = compact_json(document)
-        if compact != body.raw:
+        if compact is not None and compact != body.raw:
             yield compact
 
     async def _log_only(
@@ -216,6 +232,65 @@ class WebhookIntake:
         key = track_key_of(webhook)
         event = track_event_of(webhook, fingerprint, received_at)
         identity = EventIdentity(data.meetingId, data.sessionId, data.participantId, data.kind)
+        if self._fast_path:
+            result = await self._apply_unlocked(key, event, identity, webhook, document)
+            if result is not None:
+                return result
+        return await self._apply_locked(key, event, identity, webhook, document)
+
+    async def _apply_unlocked(
+        self,
+        key: TrackKey,
+        event: TrackEvent,
+        identity: EventIdentity,
+        webhook: TrackWebhook,
+        document: dict[str, Any],
+    ) -> IntakeResult | None:
+        """PostgreSQL: decide on an unlocked read, write with one version-checked statement."""
+        payload_json = orjson.dumps(document).decode()
+        async with self._engine.connect() as connection:
+            raw = (await connection.get_raw_connection()).driver_connection
+            assert raw is not None
+            try:
+                for _attempt in range(FAST_PATH_ATTEMPTS):
+                    record = await raw.fetchrow(
+                        pg_fast_path.READ_LATEST, *pg_fast_path.key_params(key)
+                    )
+                    latest = pg_fast_path.latest_from_record(record) if record else None
+                    step = transition(latest.state if latest else None, event)
+                    statement, params = pg_fast_path.write_plan(
+                        latest,
+                        step,
+                        received_at=event.received_at,
+                        webhook_type=webhook.webhookType,
+                        identity=identity,
+                        fingerprint=event.fingerprint,
+                        payload_json=payload_json,
+                    )
+                    written = await raw.fetchrow(statement, *params)
+                    if written is not None:
+                        return IntakeResult(step.outcome, written["id"], written["recording_id"])
+            except BaseException as exc:
+                if is_connection_lost(exc):
+                    await connection.invalidate()
+                    raise ServiceUnavailable(
+                        "the database cannot be reached; retry later",
+                        error="database_unavailable",
+                        retry_after=self._retry_after,
+                    ) from None
+                raise
+        return None
+
+    async def _apply_locked(
+        self,
+        key: TrackKey,
+        event: TrackEvent,
+        identity: EventIdentity,
+        webhook: TrackWebhook,
+        document: dict[str, Any],
+    ) -> IntakeResult:
+        """Any database: lock the key's latest recording, decide, write, commit."""
+        data = webhook.data
         async with self._sessions() as session, session.begin():
             for _attempt in range(MAX_APPLY_ATTEMPTS):
                 row = await recordings.lock_latest(session, key)
@@ -236,11 +311,11 @@ class WebhookIntake:
                     recording_id = await recordings.insert_next(session, row, step.recording)
                 event_id = await events.append(
                     session,
-                    received_at=received_at,
+                    received_at=event.received_at,
                     webhook_type=webhook.webhookType,
                     identity=identity,
                     outcome=step.outcome,
-                    fingerprint=fingerprint,
+                    fingerprint=event.fingerprint,
                     payload=document,
                     recording_id=recording_id,
                 )

@@ -37,9 +37,14 @@ def load_public_key(pem: str | bytes) -> rsa.RSAPublicKey:
     return key
 
 
-def compact_json(document: object) -> bytes:
-    """The body as JavaScript's JSON.stringify writes it: no spaces, non-ASCII kept."""
-    return orjson.dumps(document)
+def compact_json(document: object) -> bytes | None:
+    """The body as JavaScript's JSON.stringify writes it: no spaces, non-ASCII kept.
+
+    None when the document is nested deeper than the serialiser goes (254 levels)."""
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def decode_signature(header_value: str, key: rsa.RSAPublicKey) -> bytes:

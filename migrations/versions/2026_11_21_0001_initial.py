@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("updated_at", Timestamp, nullable=False),
         sa.Column("files", sa.JSON(), nullable=False),
         sa.Column("event_fingerprints", sa.JSON(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
         sa.CheckConstraint(
             "kind IN ('audio', 'video', 'screen_audio', 'screen_video')",
             name=op.f("ck_recordings_kind"),
