@@ -86,8 +86,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_timeout=settings.db_connect_timeout_seconds,
-        # No pre-ping: it costs a round trip per checkout. A connection found dead fails
-        # its request with a 503 (retried by VideoSDK) and invalidates the whole pool.
+        # No pre-ping: it costs two round trips per checkout. A connection found dead
+        # fails its request with a 503 (VideoSDK retries) and SQLAlchemy then invalidates
+        # the whole pool, so one failed request per process is the cost of a restart.
         connect_args={
             "timeout": settings.db_connect_timeout_seconds,
             "command_timeout": 30,

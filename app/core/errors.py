@@ -98,20 +98,6 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
-def is_connection_lost(exc: BaseException) -> bool:
-    """A raw asyncpg error that means the connection or server is gone."""
-    import asyncpg
-
-    return isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | asyncpg.InterfaceError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.exceptions.OperatorInterventionError,
-    )
-
-
 def error_response(
     status_code: int, error: str, detail: object, headers: dict[str, str] | None = None
 ) -> FastJSONResponse:

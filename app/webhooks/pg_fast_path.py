@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import Row
 
 from app.recordings.lifecycle import Outcome, RecordingState, Status, Transition
 from app.recordings.repository import TIMESTAMP_COLUMNS, TrackKey
@@ -103,22 +104,23 @@ class LatestRecording:
     state: RecordingState
 
 
-def latest_from_record(record: Any) -> LatestRecording:
+def latest_from_row(row: Row[Any]) -> LatestRecording:
+    values = row._mapping
     received = {
         status: stamp
         for status, column in TIMESTAMP_COLUMNS.items()
-        if (stamp := record[column]) is not None
+        if (stamp := values[column]) is not None
     }
     state = RecordingState(
-        sequence=record["sequence"],
-        status=Status(record["status"]),
-        created_at=record["created_at"],
-        updated_at=record["updated_at"],
+        sequence=values["sequence"],
+        status=Status(values["status"]),
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
         received=received,
-        files=tuple(orjson.loads(record["files"])),
-        fingerprints=tuple(orjson.loads(record["event_fingerprints"])),
+        files=tuple(orjson.loads(values["files"])),
+        fingerprints=tuple(orjson.loads(values["event_fingerprints"])),
     )
-    return LatestRecording(record["id"], record["version"], state)
+    return LatestRecording(values["id"], values["version"], state)
 
 
 def _json_text(value: object) -> str:

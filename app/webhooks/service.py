@@ -21,7 +21,6 @@ from app.core.errors import (
     Unauthorized,
     ValidationFailed,
     field_errors,
-    is_connection_lost,
 )
 from app.core.text import ID_MAX_LENGTH
 from app.recordings import repository as recordings
@@ -37,9 +36,10 @@ from app.webhooks.signature import SignatureError, compact_json, decode_signatur
 
 logger = logging.getLogger(__name__)
 
-# Only a conflicting concurrent "first recording" insert makes us go round again,
-# and the second pass then finds and locks that row.
-MAX_APPLY_ATTEMPTS = 3
+# The locked path goes round again only when another delivery for the key committed
+# in between (it created the first recording, or opened the next one while we waited
+# for the lock), so each pass is progress; the bound only guards against a bug.
+MAX_APPLY_ATTEMPTS = 50
 # Optimistic tries on PostgreSQL before taking the row lock: under contention for one
 # key the locked path queues writers fairly instead of letting them retry in a storm.
 FAST_PATH_ATTEMPTS = 2
@@ -127,7 +127,8 @@ class WebhookIntake:
         signature_mode: SignatureMode,
         retry_after_seconds: int,
     ) -> None:
-        self._engine = engine
+        # Each fast-path statement is its own transaction: no BEGIN/COMMIT round trips.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._fast_path = engine.dialect.name == "postgresql"
         self._sessions = sessions
         self._keys = key_provider
@@ -248,37 +249,29 @@ class WebhookIntake:
     ) -> IntakeResult | None:
         """PostgreSQL: decide on an unlocked read, write with one version-checked statement."""
         payload_json = orjson.dumps(document).decode()
-        async with self._engine.connect() as connection:
-            raw = (await connection.get_raw_connection()).driver_connection
-            assert raw is not None
-            try:
-                for _attempt in range(FAST_PATH_ATTEMPTS):
-                    record = await raw.fetchrow(
-                        pg_fast_path.READ_LATEST, *pg_fast_path.key_params(key)
+        # Driver-level SQL through SQLAlchemy: prepared and cached by asyncpg, and a lost
+        # connection still goes through SQLAlchemy's disconnect handling (pool invalidated).
+        async with self._autocommit.connect() as connection:
+            for _attempt in range(FAST_PATH_ATTEMPTS):
+                record = (
+                    await connection.exec_driver_sql(
+                        pg_fast_path.READ_LATEST, pg_fast_path.key_params(key)
                     )
-                    latest = pg_fast_path.latest_from_record(record) if record else None
-                    step = transition(latest.state if latest else None, event)
-                    statement, params = pg_fast_path.write_plan(
-                        latest,
-                        step,
-                        received_at=event.received_at,
-                        webhook_type=webhook.webhookType,
-                        identity=identity,
-                        fingerprint=event.fingerprint,
-                        payload_json=payload_json,
-                    )
-                    written = await raw.fetchrow(statement, *params)
-                    if written is not None:
-                        return IntakeResult(step.outcome, written["id"], written["recording_id"])
-            except BaseException as exc:
-                if is_connection_lost(exc):
-                    await connection.invalidate()
-                    raise ServiceUnavailable(
-                        "the database cannot be reached; retry later",
-                        error="database_unavailable",
-                        retry_after=self._retry_after,
-                    ) from None
-                raise
+                ).first()
+                latest = pg_fast_path.latest_from_row(record) if record else None
+                step = transition(latest.state if latest else None, event)
+                statement, params = pg_fast_path.write_plan(
+                    latest,
+                    step,
+                    received_at=event.received_at,
+                    webhook_type=webhook.webhookType,
+                    identity=identity,
+                    fingerprint=event.fingerprint,
+                    payload_json=payload_json,
+                )
+                written = (await connection.exec_driver_sql(statement, tuple(params))).first()
+                if written is not None:
+                    return IntakeResult(step.outcome, written.id, written.recording_id)
         return None
 
     async def _apply_locked(
