@@ -28,6 +28,11 @@ _tested: set[str] = set()
 _postgres_skipped: list[str] = []
 
 
+def note_tested(backend: str) -> None:
+    """Record a database the suite really used, for the closing summary line."""
+    _tested.add(backend)
+
+
 @pytest.fixture(scope="session")
 def signer() -> Signer:
     return Signer.generate()
