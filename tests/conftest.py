@@ -100,7 +100,8 @@ async def make_client(database_url: str, signer: Signer) -> AsyncIterator[Client
     stack: list[Any] = []
 
     async def factory(**overrides: Any) -> WebhookClient:
-        app = create_app(make_settings(database_url, signer, **overrides))
+        url = overrides.pop("database_url", database_url)
+        app = create_app(make_settings(url, signer, **overrides))
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         http = httpx.AsyncClient(

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
+from alembic.runtime.migration import MigrationContext
 from fastapi import APIRouter
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import Connection
 
 from app.core.context import ContextDep
 from app.core.errors import ServiceUnavailable, is_database_unavailable
 
 router = APIRouter(tags=["health"])
+
+
+def current_revision(connection: Connection) -> str | None:
+    """Alembic's own reading of the schema version; None when never migrated."""
+    return MigrationContext.configure(connection).get_current_revision()
 
 
 class Health(BaseModel):
@@ -38,22 +44,17 @@ async def readyz(context: ContextDep) -> Readiness:
     retry = context.settings.retry_after_seconds
     try:
         async with context.engine.connect() as connection:
-            current = (
-                await connection.execute(text("SELECT version_num FROM alembic_version"))
-            ).scalar_one_or_none()
+            current = await connection.run_sync(current_revision)
     except Exception as exc:
-        if is_database_unavailable(exc):
-            raise ServiceUnavailable(
-                "the database cannot be reached", error="database_unavailable", retry_after=retry
-            ) from None
+        if not is_database_unavailable(exc):
+            raise
         raise ServiceUnavailable(
-            "the schema has not been migrated (run `trackhook migrate`)",
-            error="schema_not_migrated",
-            retry_after=retry,
+            "the database cannot be reached", error="database_unavailable", retry_after=retry
         ) from None
-    if current != context.migration_head:
+    if current is None or current != context.migration_head:
         raise ServiceUnavailable(
-            f"the schema is at {current!r}, the code expects {context.migration_head!r}",
+            f"the schema is at {current!r}, the code expects {context.migration_head!r} "
+            "(run `trackhook migrate`)",
             error="schema_not_migrated",
             retry_after=retry,
         )

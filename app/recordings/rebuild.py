@@ -10,7 +10,8 @@ What `repair=True` does, in the same transaction as the comparison:
   the fold (state, meeting id, latest flag; a missing sequence is inserted);
 - every event whose `recording_id` points at the wrong recording is pointed at the right
   one (the only change ever made to the log);
-- stored recordings that no event explains are deleted.
+- stored recordings that no event explains are deleted (if an ignored or rejected event
+  still points at one, the foreign key refuses and the whole repair is rolled back).
 It never changes an event's outcome, fingerprint or payload: those are history (what the
 sender was told, what it sent), so such differences are reported and stay.
 

@@ -33,7 +33,10 @@ router = APIRouter(
 
 async def valid_recording(recording_id: str, session: SessionDep) -> Recording:
     """Any id that names no recording, whatever its format, is a 404."""
-    if recording_id.isascii() and recording_id.isdigit() and 0 < int(recording_id) <= MAX_ID:
+    # Only the canonical decimal form names a recording ("01" does not), and the length
+    # check comes first so a 10,000-digit id never reaches int().
+    canonical = recording_id.isascii() and recording_id.isdigit() and recording_id[0] != "0"
+    if canonical and len(recording_id) <= len(str(MAX_ID)) and int(recording_id) <= MAX_ID:
         row = await repository.get(session, int(recording_id))
         if row is not None:
             return row
