@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -16,7 +17,7 @@ from app.core.migrations import head_revision
 from app.health.router import router as health_router
 from app.recordings.router import router as recordings_router
 from app.webhooks.public_key import PublicKeyProvider
-from app.webhooks.router import events_router, intake_router
+from app.webhooks.router import INTAKE_SCHEMA_COMPONENTS, events_router, intake_router
 from app.webhooks.service import WebhookIntake
 
 logger = logging.getLogger("trackhook")
@@ -60,11 +61,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=FastJSONResponse,
     )
     install_error_handlers(app, retry_after_seconds=5)
+    _document_intake_models(app)
     app.include_router(intake_router)
     app.include_router(recordings_router)
     app.include_router(events_router)
     app.include_router(health_router)
     return app
+
+
+def _document_intake_models(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(INTAKE_SCHEMA_COMPONENTS)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 app = create_app()

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from pydantic import BaseModel
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -20,6 +27,29 @@ logger = logging.getLogger(__name__)
 class FastJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class ValidationErrorBody(BaseModel):
+    error: Literal["validation_failed"]
+    detail: list[FieldProblem]
+
+
+def documented_errors(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for our error statuses, so the schema shows the real error shape."""
+    return {
+        code: {"model": ValidationErrorBody if code == 422 else ErrorBody} for code in status_codes
+    }
 
 
 class AppError(Exception):
@@ -89,6 +119,14 @@ def field_errors(errors: Sequence[Any], drop_prefix: int = 0) -> list[dict[str, 
     return rendered
 
 
+def is_schema_missing(exc: BaseException) -> bool:
+    """The tables are not there: the database was never migrated."""
+    if not isinstance(exc, ProgrammingError | OperationalError):
+        return False
+    code = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
+    return code == "42P01" or "no such table" in str(exc.orig)
+
+
 def is_database_unavailable(exc: BaseException) -> bool:
     """Connection-level failures (as opposed to bugs): the caller should retry later."""
     if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError)):
@@ -126,6 +164,14 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
         )
 
     async def on_unexpected(_request: Request, exc: Exception) -> FastJSONResponse:
+        if is_schema_missing(exc):
+            logger.error("the database schema is missing: run `trackhook migrate`")
+            return error_response(
+                503,
+                "schema_not_migrated",
+                "the database has not been migrated; retry later",
+                {"Retry-After": str(retry_after_seconds)},
+            )
         if is_database_unavailable(exc):
             logger.warning("database unavailable: %s", exc.__class__.__name__)
             return error_response(

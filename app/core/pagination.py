@@ -11,6 +11,7 @@ import orjson
 from pydantic import BaseModel
 
 from app.core.errors import ValidationFailed
+from app.core.query import as_utc
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -53,11 +54,11 @@ def decode_time_cursor(cursor: str) -> tuple[datetime, int]:
         if not isinstance(stamp, str) or not isinstance(ident, int) or not 0 < ident <= MAX_ID:
             raise ValueError
         moment = datetime.fromisoformat(stamp)
+        if moment.tzinfo is None:
+            raise ValueError
+        return as_utc(moment), ident
     except ValueError:
         raise _bad_cursor() from None
-    if moment.tzinfo is None:
-        raise _bad_cursor()
-    return moment, ident
 
 
 def decode_id_cursor(cursor: str) -> int:

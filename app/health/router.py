@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection
 
 from app.core.context import ContextDep
-from app.core.errors import ServiceUnavailable, is_database_unavailable
+from app.core.errors import ErrorBody, ServiceUnavailable, is_database_unavailable
 
 router = APIRouter(tags=["health"])
 
@@ -38,7 +38,12 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"description": "Database unreachable or schema not at the latest migration"}},
+    responses={
+        503: {
+            "model": ErrorBody,
+            "description": "Database unreachable or schema not at the latest migration",
+        }
+    },
 )
 async def readyz(context: ContextDep) -> Readiness:
     retry = context.settings.retry_after_seconds

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from app.core.auth import require_api_token
 from app.core.context import SessionDep
-from app.core.errors import NotFound
+from app.core.errors import NotFound, documented_errors
 from app.core.pagination import (
     DEFAULT_LIMIT,
     MAX_ID,
@@ -18,7 +17,7 @@ from app.core.pagination import (
     decode_time_cursor,
     encode_cursor,
 )
-from app.core.query import FilterValue
+from app.core.query import FilterValue, UtcDateTime
 from app.recordings import repository
 from app.recordings.lifecycle import Status
 from app.recordings.models import Recording
@@ -27,7 +26,10 @@ from app.webhooks import repository as events
 from app.webhooks.schemas import Kind
 
 router = APIRouter(
-    prefix="/v1/recordings", tags=["recordings"], dependencies=[Depends(require_api_token)]
+    prefix="/v1/recordings",
+    tags=["recordings"],
+    dependencies=[Depends(require_api_token)],
+    responses=documented_errors(401, 422, 503),
 )
 
 
@@ -51,12 +53,10 @@ async def list_recordings(
     participantId: FilterValue = None,
     kind: Kind | None = None,
     status: Annotated[list[Status] | None, Query()] = None,
-    updatedAfter: datetime | None = None,
+    updatedAfter: UtcDateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Page[RecordingOut]:
-    if updatedAfter is not None and updatedAfter.tzinfo is None:
-        updatedAfter = updatedAfter.replace(tzinfo=UTC)
     filters = repository.RecordingFilter(
         meeting_id=meetingId,
         session_id=sessionId,
@@ -75,7 +75,7 @@ async def list_recordings(
     return Page[RecordingOut](items=[RecordingOut.of(r) for r in rows], nextCursor=next_cursor)
 
 
-@router.get("/{recording_id}", response_model=RecordingDetail)
+@router.get("/{recording_id}", response_model=RecordingDetail, responses=documented_errors(404))
 async def get_recording(
     recording: Annotated[Recording, Depends(valid_recording)], session: SessionDep
 ) -> RecordingDetail:

@@ -10,7 +10,12 @@ from pydantic import AfterValidator, BaseModel, StringConstraints
 
 from app.core.auth import require_api_token
 from app.core.context import SessionDep, get_context
-from app.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from app.core.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    documented_errors,
+)
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_id_cursor, encode_cursor
 from app.core.query import FilterValue
 from app.core.text import reject_nul
@@ -29,7 +34,10 @@ WebhookTypeFilter = Annotated[
 
 intake_router = APIRouter(tags=["webhooks"])
 events_router = APIRouter(
-    prefix="/v1/webhook-events", tags=["webhook events"], dependencies=[Depends(require_api_token)]
+    prefix="/v1/webhook-events",
+    tags=["webhook events"],
+    dependencies=[Depends(require_api_token)],
+    responses=documented_errors(401, 422, 503),
 )
 
 
@@ -64,10 +72,15 @@ async def read_limited_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+# The body is read raw (the signature covers the bytes), so its schema is documented by
+# hand; the models it refers to are added to the document's components in main.py.
+_BODY_SCHEMA = track_webhook_adapter.json_schema(ref_template="#/components/schemas/{model}")
+INTAKE_SCHEMA_COMPONENTS: dict[str, Any] = _BODY_SCHEMA.pop("$defs", {})
+
 _REQUEST_BODY_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": track_webhook_adapter.json_schema()}},
+        "content": {"application/json": {"schema": _BODY_SCHEMA}},
     },
     "parameters": [
         {
@@ -88,12 +101,19 @@ _REQUEST_BODY_DOC: dict[str, Any] = {
     openapi_extra=_REQUEST_BODY_DOC,
     summary="Receive a VideoSDK webhook",
     responses={
-        400: {"description": "Malformed JSON, or no string webhookType"},
-        401: {"description": "Missing or invalid signature"},
-        413: {"description": "Body larger than MAX_BODY_BYTES"},
-        415: {"description": "Content-Type is not JSON"},
-        422: {"description": "A track-recording webhook that fails validation"},
-        503: {"description": "Database or public key unavailable; retry after Retry-After"},
+        code: {**entry, "description": description}
+        for (code, entry), description in zip(
+            documented_errors(400, 401, 413, 415, 422, 503).items(),
+            (
+                "Malformed JSON, or no string webhookType",
+                "Missing or invalid signature",
+                "Body larger than MAX_BODY_BYTES",
+                "Content-Type is not JSON",
+                "A track-recording webhook that fails validation",
+                "Database or public key unavailable; retry after Retry-After",
+            ),
+            strict=True,
+        )
     },
 )
 async def receive_webhook(
