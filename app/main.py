@@ -32,6 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logging.basicConfig(
             level=active.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
         )
+        # At DEBUG aiosqlite logs every statement with its parameters (whole payloads).
+        logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.root.level))
         key_provider = PublicKeyProvider(active)
         if active.webhook_signature is SignatureMode.OFF:
             logger.warning(
