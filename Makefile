@@ -54,3 +54,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app
+
+# The benchmark (docs/PERFORMANCE.md): needs wrk (apt-get install -y wrk) and PostgreSQL on
+# 127.0.0.1:5432; it makes and drops its own database. BENCH_ARGS='--quick' for a short run.
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,0 +1,1 @@
+"""trackhook's benchmark: `python -m bench` (see docs/PERFORMANCE.md)."""

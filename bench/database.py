@@ -1,0 +1,126 @@
+"""The benchmark's PostgreSQL database: create, migrate, inspect, sample, drop."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from app.core.migrations import upgrade_to_head
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
+# What decides whether a 2xx is durable, and what shapes the figures.
+SETTINGS = (
+    "server_version",
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_sync_method",
+    "wal_level",
+    "shared_buffers",
+    "max_connections",
+    "work_mem",
+    "effective_io_concurrency",
+)
+
+
+def plain_dsn(url: str) -> str:
+    """The URL asyncpg accepts: no SQLAlchemy driver suffix."""
+    for prefix in ("postgresql+asyncpg://", "postgres+asyncpg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
+
+
+def service_url(url: str) -> str:
+    """The URL the service gets (SQLAlchemy, asyncpg driver)."""
+    return "postgresql+asyncpg://" + plain_dsn(url).removeprefix("postgresql://")
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+@dataclass
+class BenchDatabase:
+    dsn: str  # asyncpg form
+    created: bool  # True when the bench made it and must drop it
+
+    @property
+    def name(self) -> str:
+        return urlsplit(self.dsn).path.lstrip("/")
+
+    @classmethod
+    async def create(cls, server: str = DEFAULT_SERVER) -> BenchDatabase:
+        name = f"trackhook_bench_{secrets.token_hex(4)}"
+        admin = await asyncpg.connect(f"{server}/postgres")
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        return cls(f"{server}/{name}", created=True)
+
+    def migrate(self) -> None:
+        upgrade_to_head(service_url(self.dsn))
+
+    async def drop(self) -> None:
+        if not self.created:
+            return
+        parts = urlsplit(self.dsn)
+        admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    async def facts(self) -> dict[str, str]:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            return {name: await connection.fetchval(f"SHOW {name}") for name in SETTINGS}
+        finally:
+            await connection.close()
+
+    async def counts(self) -> dict[str, int]:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            return {
+                table: int(await connection.fetchval(f"SELECT count(*) FROM {table}"))
+                for table in ("recordings", "webhook_events")
+            }
+        finally:
+            await connection.close()
+
+    async def sample(self, size: int) -> tuple[list[int], list[str]]:
+        """Random recording ids and session ids to query, drawn from what is there."""
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            total = int(await connection.fetchval("SELECT count(*) FROM recordings"))
+            if total == 0:
+                return [], []
+            # BERNOULLI reads every page but skips the sort of ORDER BY random() on 1M rows.
+            share = min(100.0, 100.0 * size * 3 / total)
+            rows: list[Any] = await connection.fetch(
+                f"SELECT id, session_id FROM recordings TABLESAMPLE BERNOULLI ({share}) "
+                f"ORDER BY random() LIMIT {size}"
+            )
+        finally:
+            await connection.close()
+        ids = [int(row["id"]) for row in rows]
+        sessions = list(dict.fromkeys(str(row["session_id"]) for row in rows))
+        return ids, sessions
+
+
+def durability_problems(facts: dict[str, str]) -> list[str]:
+    problems = []
+    if facts.get("fsync") != "on":
+        problems.append(f"fsync = {facts.get('fsync')}")
+    if facts.get("synchronous_commit") not in ("on", "remote_write", "remote_apply"):
+        problems.append(f"synchronous_commit = {facts.get('synchronous_commit')}")
+    return problems
