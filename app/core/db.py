@@ -84,7 +84,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         json_serializer=_json_serializer,
         json_deserializer=orjson.loads,
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=0,  # overflow connections churn (connect, fork a backend, close) under load
         pool_timeout=settings.db_connect_timeout_seconds,
         # No pre-ping: it costs two round trips per checkout. A connection found dead
         # fails its request with a 503 (VideoSDK retries) and SQLAlchemy then invalidates

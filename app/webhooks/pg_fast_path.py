@@ -6,16 +6,19 @@ statement (a data-modifying CTE, hence one implicit transaction and one commit) 
 only takes effect if the recording's `version` is still the one we read. A concurrent
 writer makes that statement touch no row; the caller then falls back to the locked path.
 The statement locks the row it writes, so per key the event ids still follow apply order.
+Statements run on the asyncpg connection outside any transaction, so each one commits
+by itself: no BEGIN or COMMIT round trips.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
-from sqlalchemy import Row
 
 from app.recordings.lifecycle import Outcome, RecordingState, Status, Transition
 from app.recordings.repository import TIMESTAMP_COLUMNS, TrackKey
@@ -104,8 +107,7 @@ class LatestRecording:
     state: RecordingState
 
 
-def latest_from_row(row: Row[Any]) -> LatestRecording:
-    values = row._mapping
+def latest_from_row(values: Mapping[str, Any]) -> LatestRecording:
     received = {
         status: stamp
         for status, column in TIMESTAMP_COLUMNS.items()
@@ -176,3 +178,15 @@ def write_plan(
 
 def key_params(key: TrackKey) -> tuple[str, str, str]:
     return key.session_id, key.participant_id, key.kind
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """An asyncpg error meaning the connection or the server is gone (not a bad query)."""
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.InterfaceError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.exceptions.OperatorInterventionError,
+    )
