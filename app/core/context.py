@@ -17,6 +17,7 @@ class AppContext:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    read_sessions: async_sessionmaker[AsyncSession]
     migration_head: str | None
 
 
@@ -34,9 +35,10 @@ async def _context_dependency(request: Request) -> AppContext:
 ContextDep = Annotated[AppContext, Depends(_context_dependency)]
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_context(request).sessions() as session:
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_context(request).read_sessions() as session:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# For the query API: on PostgreSQL each statement runs on its own (no BEGIN/ROLLBACK).
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]

@@ -25,8 +25,10 @@ logger = logging.getLogger(__name__)
 
 
 class FastJSONResponse(JSONResponse):
+    """orjson rendering; aware UTC datetimes come out as ISO-8601 with a "Z"."""
+
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return orjson.dumps(content, option=orjson.OPT_UTC_Z)
 
 
 class ErrorBody(BaseModel):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
 
 import orjson
 from pydantic import BaseModel
 
-from app.core.errors import ValidationFailed
+from app.core.errors import FastJSONResponse, ValidationFailed
 from app.core.query import as_utc
 
 DEFAULT_LIMIT = 50
@@ -22,8 +23,14 @@ T = TypeVar("T")
 
 
 class Page(BaseModel, Generic[T]):
+    """The page envelope as documented; `page_response` renders it."""
+
     items: list[T]
     nextCursor: str | None
+
+
+def page_response(items: Sequence[object], next_cursor: str | None) -> FastJSONResponse:
+    return FastJSONResponse({"items": items, "nextCursor": next_cursor})
 
 
 def encode_cursor(*position: str | int) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, tuple_, update
+from sqlalchemy import RowMapping, delete, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -131,8 +131,13 @@ class RecordingFilter:
     updated_after: datetime | None = None
 
 
-async def get(session: AsyncSession, recording_id: int) -> Recording | None:
-    return await session.get(Recording, recording_id)
+# The query API reads rows, not ORM objects: nothing is tracked, and no per-row objects.
+_RECORDINGS = Recording.__table__
+
+
+async def get(session: AsyncSession, recording_id: int) -> RowMapping | None:
+    statement = select(_RECORDINGS).where(_RECORDINGS.c.id == recording_id)
+    return (await session.execute(statement)).mappings().one_or_none()
 
 
 async def list_page(
@@ -140,9 +145,9 @@ async def list_page(
     filters: RecordingFilter,
     limit: int,
     after: tuple[datetime, int] | None,
-) -> list[Recording]:
+) -> Sequence[RowMapping]:
     """Newest updated_at first; `after` is the (updated_at, id) of the previous page's last."""
-    statement = select(Recording)
+    statement = select(_RECORDINGS)
     for column, value in (
         (Recording.meeting_id, filters.meeting_id),
         (Recording.session_id, filters.session_id),
@@ -158,7 +163,7 @@ async def list_page(
     if after is not None:
         statement = statement.where(tuple_(Recording.updated_at, Recording.id) < after)
     statement = statement.order_by(Recording.updated_at.desc(), Recording.id.desc()).limit(limit)
-    return list(await session.scalars(statement))
+    return (await session.execute(statement)).mappings().all()
 
 
 # Rebuild: read every row in batches, and rewrite rows from the fold.

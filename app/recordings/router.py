@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from sqlalchemy import RowMapping
 
 from app.core.auth import require_api_token
-from app.core.context import SessionDep
-from app.core.errors import NotFound, documented_errors
+from app.core.context import ReadSessionDep
+from app.core.errors import FastJSONResponse, NotFound, documented_errors
 from app.core.pagination import (
     DEFAULT_LIMIT,
     MAX_ID,
@@ -16,12 +17,17 @@ from app.core.pagination import (
     Page,
     decode_time_cursor,
     encode_cursor,
+    page_response,
 )
 from app.core.query import FilterValue, UtcDateTime
 from app.recordings import repository
 from app.recordings.lifecycle import Status
-from app.recordings.models import Recording
-from app.recordings.schemas import RecordingDetail, RecordingOut, TimelineEntry
+from app.recordings.schemas import (
+    RecordingDetail,
+    RecordingDocument,
+    recording_document,
+    timeline_entry,
+)
 from app.webhooks import repository as events
 from app.webhooks.schemas import Kind
 
@@ -33,7 +39,7 @@ router = APIRouter(
 )
 
 
-async def valid_recording(recording_id: str, session: SessionDep) -> Recording:
+async def valid_recording(recording_id: str, session: ReadSessionDep) -> RowMapping:
     """Any id that names no recording, whatever its format, is a 404."""
     # Only the canonical decimal form names a recording ("01" does not), and the length
     # check comes first so a 10,000-digit id never reaches int().
@@ -45,9 +51,9 @@ async def valid_recording(recording_id: str, session: SessionDep) -> Recording:
     raise NotFound(f"no recording with id {recording_id!r}", error="recording_not_found")
 
 
-@router.get("", response_model=Page[RecordingOut])
+@router.get("", response_model=Page[RecordingDocument])
 async def list_recordings(
-    session: SessionDep,
+    session: ReadSessionDep,
     meetingId: FilterValue = None,
     sessionId: FilterValue = None,
     participantId: FilterValue = None,
@@ -56,7 +62,7 @@ async def list_recordings(
     updatedAfter: UtcDateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> Page[RecordingOut]:
+) -> FastJSONResponse:
     filters = repository.RecordingFilter(
         meeting_id=meetingId,
         session_id=sessionId,
@@ -71,16 +77,17 @@ async def list_recordings(
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        next_cursor = encode_cursor(last.updated_at.isoformat(), last.id)
-    return Page[RecordingOut](items=[RecordingOut.of(r) for r in rows], nextCursor=next_cursor)
+        next_cursor = encode_cursor(last["updated_at"].isoformat(), last["id"])
+    return page_response([recording_document(row) for row in rows], next_cursor)
 
 
 @router.get("/{recording_id}", response_model=RecordingDetail, responses=documented_errors(404))
 async def get_recording(
-    recording: Annotated[Recording, Depends(valid_recording)], session: SessionDep
-) -> RecordingDetail:
-    timeline = await events.timeline(session, recording.id)
-    return RecordingDetail(
-        **RecordingOut.of(recording).model_dump(),
-        events=[TimelineEntry.of(event) for event in timeline],
-    )
+    recording: Annotated[RowMapping, Depends(valid_recording)], session: ReadSessionDep
+) -> FastJSONResponse:
+    timeline = await events.timeline(session, recording["id"])
+    detail: RecordingDetail = {
+        **recording_document(recording),
+        "events": [timeline_entry(event) for event in timeline],
+    }
+    return FastJSONResponse(detail)

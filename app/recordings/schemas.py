@@ -1,20 +1,22 @@
-"""The query API's view of a recording."""
+"""The query API's view of a recording.
+
+Documents are TypedDicts built straight from table rows and rendered by orjson (UTC
+times with a "Z"); FastAPI still derives the OpenAPI schema from these types. Building
+pydantic models per row and having FastAPI validate them again cost several times
+the query itself."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from sqlalchemy import RowMapping
+from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
 from app.recordings.lifecycle import Outcome, Status
-from app.recordings.models import Recording
-from app.webhooks.models import WebhookEvent
-
-# Timestamps are aware UTC datetimes; pydantic writes them as ISO-8601 with a "Z".
 
 
-class RecordingOut(BaseModel):
+class RecordingDocument(TypedDict):
     id: str
     meetingId: str
     sessionId: str
@@ -31,42 +33,42 @@ class RecordingOut(BaseModel):
     updatedAt: datetime
     files: list[dict[str, Any]]
 
-    @classmethod
-    def of(cls, row: Recording) -> RecordingOut:
-        return cls(
-            id=str(row.id),
-            meetingId=row.meeting_id,
-            sessionId=row.session_id,
-            participantId=row.participant_id,
-            kind=row.kind,
-            sequence=row.sequence,
-            status=Status(row.status),
-            startingAt=row.starting_at,
-            startedAt=row.started_at,
-            stoppingAt=row.stopping_at,
-            stoppedAt=row.stopped_at,
-            failedAt=row.failed_at,
-            createdAt=row.created_at,
-            updatedAt=row.updated_at,
-            files=row.files,
-        )
 
-
-class TimelineEntry(BaseModel):
+class TimelineEntry(TypedDict):
     eventId: str
     webhookType: str
     receivedAt: datetime
     outcome: Outcome
 
-    @classmethod
-    def of(cls, event: WebhookEvent) -> TimelineEntry:
-        return cls(
-            eventId=str(event.id),
-            webhookType=event.webhook_type,
-            receivedAt=event.received_at,
-            outcome=Outcome(event.outcome),
-        )
 
-
-class RecordingDetail(RecordingOut):
+class RecordingDetail(RecordingDocument):
     events: list[TimelineEntry]
+
+
+def recording_document(row: RowMapping) -> RecordingDocument:
+    return {
+        "id": str(row["id"]),
+        "meetingId": row["meeting_id"],
+        "sessionId": row["session_id"],
+        "participantId": row["participant_id"],
+        "kind": row["kind"],
+        "sequence": row["sequence"],
+        "status": Status(row["status"]),
+        "startingAt": row["starting_at"],
+        "startedAt": row["started_at"],
+        "stoppingAt": row["stopping_at"],
+        "stoppedAt": row["stopped_at"],
+        "failedAt": row["failed_at"],
+        "createdAt": row["created_at"],
+        "updatedAt": row["updated_at"],
+        "files": row["files"],
+    }
+
+
+def timeline_entry(row: RowMapping) -> TimelineEntry:
+    return {
+        "eventId": str(row["id"]),
+        "webhookType": row["webhook_type"],
+        "receivedAt": row["received_at"],
+        "outcome": Outcome(row["outcome"]),
+    }

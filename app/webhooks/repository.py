@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.recordings.lifecycle import Outcome
@@ -56,13 +56,18 @@ async def append(
     return (await session.execute(statement)).scalar_one()
 
 
-async def timeline(session: AsyncSession, recording_id: int) -> list[WebhookEvent]:
+async def timeline(session: AsyncSession, recording_id: int) -> Sequence[RowMapping]:
     statement = (
-        select(WebhookEvent)
+        select(
+            WebhookEvent.id,
+            WebhookEvent.webhook_type,
+            WebhookEvent.received_at,
+            WebhookEvent.outcome,
+        )
         .where(WebhookEvent.recording_id == recording_id)
         .order_by(WebhookEvent.id)
     )
-    return list(await session.scalars(statement))
+    return (await session.execute(statement)).mappings().all()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +79,9 @@ class EventFilter:
 
 async def list_page(
     session: AsyncSession, filters: EventFilter, limit: int, before_id: int | None
-) -> list[WebhookEvent]:
+) -> Sequence[RowMapping]:
     """Newest first; `before_id` is the id of the previous page's last event."""
-    statement = select(WebhookEvent)
+    statement = select(WebhookEvent.__table__)
     if filters.session_id is not None:
         statement = statement.where(WebhookEvent.session_id == filters.session_id)
     if filters.webhook_types:
@@ -86,7 +91,7 @@ async def list_page(
     if before_id is not None:
         statement = statement.where(WebhookEvent.id < before_id)
     statement = statement.order_by(WebhookEvent.id.desc()).limit(limit)
-    return list(await session.scalars(statement))
+    return (await session.execute(statement)).mappings().all()
 
 
 async def all_in_order(session: AsyncSession) -> list[WebhookEvent]:

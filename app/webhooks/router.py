@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AfterValidator, BaseModel, StringConstraints
+from pydantic import AfterValidator, StringConstraints
 
 from app.core.auth import require_api_token
-from app.core.context import SessionDep, get_context
+from app.core.context import ReadSessionDep, get_context
 from app.core.errors import (
     BadRequest,
+    FastJSONResponse,
     PayloadTooLarge,
     UnsupportedMediaType,
     documented_errors,
 )
-from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_id_cursor, encode_cursor
+from app.core.pagination import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Page,
+    decode_id_cursor,
+    encode_cursor,
+    page_response,
+)
 from app.core.query import FilterValue
 from app.core.text import reject_nul
 from app.recordings.lifecycle import Outcome
 from app.webhooks import repository
-from app.webhooks.models import WEBHOOK_TYPE_MAX_LENGTH, WebhookEvent
-from app.webhooks.schemas import WebhookAccepted, track_webhook_adapter
+from app.webhooks.models import WEBHOOK_TYPE_MAX_LENGTH
+from app.webhooks.schemas import (
+    WebhookAccepted,
+    WebhookEventDocument,
+    track_webhook_adapter,
+    webhook_event_document,
+)
 from app.webhooks.service import WebhookIntake
 
 SIGNATURE_HEADER = "videosdk-signature"
@@ -131,45 +143,15 @@ async def receive_webhook(
     )
 
 
-class WebhookEventOut(BaseModel):
-    id: str
-    receivedAt: datetime
-    webhookType: str
-    outcome: Outcome
-    meetingId: str | None
-    sessionId: str | None
-    participantId: str | None
-    kind: str | None
-    recordingId: str | None
-    error: list[dict[str, Any]] | None
-    payload: dict[str, Any]
-
-    @classmethod
-    def of(cls, event: WebhookEvent) -> WebhookEventOut:
-        return cls(
-            id=str(event.id),
-            receivedAt=event.received_at,
-            webhookType=event.webhook_type,
-            outcome=Outcome(event.outcome),
-            meetingId=event.meeting_id,
-            sessionId=event.session_id,
-            participantId=event.participant_id,
-            kind=event.kind,
-            recordingId=None if event.recording_id is None else str(event.recording_id),
-            error=event.error,
-            payload=event.payload,
-        )
-
-
-@events_router.get("", response_model=Page[WebhookEventOut])
+@events_router.get("", response_model=Page[WebhookEventDocument])
 async def list_webhook_events(
-    session: SessionDep,
+    session: ReadSessionDep,
     sessionId: FilterValue = None,
     webhookType: Annotated[list[WebhookTypeFilter] | None, Query()] = None,
     outcome: Annotated[list[Outcome] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> Page[WebhookEventOut]:
+) -> FastJSONResponse:
     filters = repository.EventFilter(
         session_id=sessionId,
         webhook_types=list(webhookType or ()),
@@ -180,7 +162,5 @@ async def list_webhook_events(
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].id)
-    return Page[WebhookEventOut](
-        items=[WebhookEventOut.of(r) for r in rows], nextCursor=next_cursor
-    )
+        next_cursor = encode_cursor(rows[-1]["id"])
+    return page_response([webhook_event_document(row) for row in rows], next_cursor)

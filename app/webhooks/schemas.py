@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from sqlalchemy import RowMapping
+from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
 from app.core.text import Identifier
 from app.recordings.lifecycle import Outcome, Status
@@ -74,3 +77,36 @@ class WebhookAccepted(BaseModel):
     status: Literal[Outcome.APPLIED, Outcome.DUPLICATE, Outcome.IGNORED]
     eventId: str
     recordingId: str | None
+
+
+class WebhookEventDocument(TypedDict):
+    """One delivery in the raw log, as `/v1/webhook-events` shows it."""
+
+    id: str
+    receivedAt: datetime
+    webhookType: str
+    outcome: Outcome
+    meetingId: str | None
+    sessionId: str | None
+    participantId: str | None
+    kind: str | None
+    recordingId: str | None
+    error: list[dict[str, Any]] | None
+    payload: dict[str, Any]
+
+
+def webhook_event_document(row: RowMapping) -> WebhookEventDocument:
+    recording_id = row["recording_id"]
+    return {
+        "id": str(row["id"]),
+        "receivedAt": row["received_at"],
+        "webhookType": row["webhook_type"],
+        "outcome": Outcome(row["outcome"]),
+        "meetingId": row["meeting_id"],
+        "sessionId": row["session_id"],
+        "participantId": row["participant_id"],
+        "kind": row["kind"],
+        "recordingId": None if recording_id is None else str(recording_id),
+        "error": row["error"],
+        "payload": row["payload"],
+    }
