@@ -130,17 +130,18 @@ _REQUEST_BODY_DOC: dict[str, Any] = {
 )
 async def receive_webhook(
     request: Request, intake: Annotated[WebhookIntake, Depends(get_intake)]
-) -> WebhookAccepted:
+) -> FastJSONResponse:
     content_type = request.headers.get("content-type")
     if content_type is not None and not _is_json_media_type(content_type):
         raise UnsupportedMediaType(f"Content-Type must be application/json, not {content_type!r}")
     body = await read_limited_body(request)
     result = await intake.receive(body, request.headers.getlist(SIGNATURE_HEADER))
-    return WebhookAccepted(
-        status=result.outcome,
-        eventId=str(result.event_id),
-        recordingId=None if result.recording_id is None else str(result.recording_id),
-    )
+    accepted: WebhookAccepted = {
+        "status": result.outcome,
+        "eventId": str(result.event_id),
+        "recordingId": None if result.recording_id is None else str(result.recording_id),
+    }
+    return FastJSONResponse(accepted)
 
 
 @events_router.get("", response_model=Page[WebhookEventDocument])

@@ -73,8 +73,10 @@ TrackWebhook = Annotated[
 track_webhook_adapter: TypeAdapter[TrackWebhook] = TypeAdapter(TrackWebhook)
 
 
-class WebhookAccepted(BaseModel):
-    status: Literal[Outcome.APPLIED, Outcome.DUPLICATE, Outcome.IGNORED]
+class WebhookAccepted(TypedDict):
+    """The 200 answer to a delivery (rendered directly, like every document)."""
+
+    status: Outcome  # applied, duplicate or ignored; rejected deliveries get a 422
     eventId: str
     recordingId: str | None
 
