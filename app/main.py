@@ -16,6 +16,7 @@ from app.core.errors import FastJSONResponse, install_error_handlers
 from app.core.migrations import head_revision
 from app.health.router import router as health_router
 from app.recordings.router import router as recordings_router
+from app.webhooks.pg_group_commit import GroupCommitter
 from app.webhooks.public_key import PublicKeyProvider
 from app.webhooks.router import INTAKE_SCHEMA_COMPONENTS, events_router, intake_router
 from app.webhooks.service import WebhookIntake
@@ -47,14 +48,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.context = AppContext(
             active, engine, sessions, create_read_session_factory(engine), head_revision()
         )
+        group_commit = None
+        if active.group_commit and engine.dialect.name == "postgresql":
+            group_commit = GroupCommitter(engine)
+            group_commit.start()
         app.state.intake = WebhookIntake(
-            engine, sessions, key_provider, active.webhook_signature, active.retry_after_seconds
+            engine,
+            sessions,
+            key_provider,
+            active.webhook_signature,
+            active.retry_after_seconds,
+            group_commit,
         )
         install_error_handlers(app, active.retry_after_seconds)
         logger.info("database: %s", engine.url.render_as_string(hide_password=True))
         try:
             yield
         finally:
+            # Lifespan shutdown comes after uvicorn has drained the in-flight requests.
+            if group_commit is not None:
+                await group_commit.stop()
             await engine.dispose()
 
     app = FastAPI(

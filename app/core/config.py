@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     videosdk_public_key_url: str = DEFAULT_PUBLIC_KEY_URL
     public_key_fetch_timeout_seconds: float = Field(default=5.0, gt=0)
 
+    # PostgreSQL: webhooks arriving together share one read, one write and one commit.
+    group_commit: bool = True
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     retry_after_seconds: int = Field(default=5, ge=1)
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -29,6 +29,7 @@ from app.recordings.repository import TrackKey, state_from_row
 from app.webhooks import pg_fast_path
 from app.webhooks import repository as events
 from app.webhooks.models import WEBHOOK_TYPE_MAX_LENGTH
+from app.webhooks.pg_group_commit import DatabaseLost, GroupCommitter
 from app.webhooks.public_key import PublicKeyProvider, PublicKeyUnavailable
 from app.webhooks.repository import EventIdentity
 from app.webhooks.schemas import TRACK_WEBHOOK_TYPES, TrackWebhook, track_webhook_adapter
@@ -126,7 +127,9 @@ class WebhookIntake:
         key_provider: PublicKeyProvider,
         signature_mode: SignatureMode,
         retry_after_seconds: int,
+        group_commit: GroupCommitter | None = None,
     ) -> None:
+        self._group_commit = group_commit
         self._engine = engine
         self._fast_path = engine.dialect.name == "postgresql"
         self._sessions = sessions
@@ -232,6 +235,19 @@ class WebhookIntake:
         key = track_key_of(webhook)
         event = track_event_of(webhook, fingerprint, received_at)
         identity = EventIdentity(data.meetingId, data.sessionId, data.participantId, data.kind)
+        if self._group_commit is not None:
+            try:
+                grouped = await self._group_commit.apply(
+                    key, event, identity, webhook.webhookType, document
+                )
+            except DatabaseLost:
+                raise ServiceUnavailable(
+                    "the database cannot be reached; retry later",
+                    error="database_unavailable",
+                    retry_after=self._retry_after,
+                ) from None
+            if grouped is not None:
+                return IntakeResult(grouped.outcome, grouped.event_id, grouped.recording_id)
         if self._fast_path:
             result = await self._apply_unlocked(key, event, identity, webhook, document)
             if result is not None:
