@@ -53,7 +53,7 @@ events_router = APIRouter(
 )
 
 
-async def get_intake(request: Request) -> WebhookIntake:
+def get_intake(request: Request) -> WebhookIntake:
     intake = request.app.state.intake
     assert isinstance(intake, WebhookIntake), "the lifespan has not run"
     return intake
@@ -128,9 +128,9 @@ _REQUEST_BODY_DOC: dict[str, Any] = {
         )
     },
 )
-async def receive_webhook(
-    request: Request, intake: Annotated[WebhookIntake, Depends(get_intake)]
-) -> FastJSONResponse:
+async def receive_webhook(request: Request) -> FastJSONResponse:
+    # No FastAPI dependencies on the hot path: solving them was ~9% of a saturated worker.
+    intake = get_intake(request)
     content_type = request.headers.get("content-type")
     if content_type is not None and not _is_json_media_type(content_type):
         raise UnsupportedMediaType(f"Content-Type must be application/json, not {content_type!r}")
