@@ -131,12 +131,14 @@ class RecordingFilter:
     updated_after: datetime | None = None
 
 
-# The query API reads rows, not ORM objects: nothing is tracked, and no per-row objects.
+# The query API reads rows, not ORM objects: nothing is tracked, and no per-row objects;
+# and only the columns it shows (the fingerprints list is JSON to decode for nothing).
 _RECORDINGS = Recording.__table__
+_SHOWN = [c for c in _RECORDINGS.c if c.name not in {"event_fingerprints", "is_latest", "version"}]
 
 
 async def get(session: AsyncSession, recording_id: int) -> RowMapping | None:
-    statement = select(_RECORDINGS).where(_RECORDINGS.c.id == recording_id)
+    statement = select(*_SHOWN).where(_RECORDINGS.c.id == recording_id)
     return (await session.execute(statement)).mappings().one_or_none()
 
 
@@ -147,7 +149,7 @@ async def list_page(
     after: tuple[datetime, int] | None,
 ) -> Sequence[RowMapping]:
     """Newest updated_at first; `after` is the (updated_at, id) of the previous page's last."""
-    statement = select(_RECORDINGS)
+    statement = select(*_SHOWN)
     for column, value in (
         (Recording.meeting_id, filters.meeting_id),
         (Recording.session_id, filters.session_id),
