@@ -121,6 +121,10 @@ def field_errors(errors: Sequence[Any], drop_prefix: int = 0) -> list[dict[str, 
     return rendered
 
 
+class DatabaseLost(Exception):
+    """A raw driver connection or the server went away mid-request (answered 503)."""
+
+
 def is_schema_missing(exc: BaseException) -> bool:
     """The tables are not there: the database was never migrated."""
     if not isinstance(exc, ProgrammingError | OperationalError):
@@ -131,6 +135,8 @@ def is_schema_missing(exc: BaseException) -> bool:
 
 def is_database_unavailable(exc: BaseException) -> bool:
     """Connection-level failures (as opposed to bugs): the caller should retry later."""
+    if isinstance(exc, DatabaseLost):
+        return True
     if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError)):
         return True
     if isinstance(exc, OSError | TimeoutError):
@@ -190,5 +196,5 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     # Handlers keyed on these classes run inside the exception middleware, which answers
     # without re-raising; a catch-all `Exception` handler would log every outage as a crash.
-    for exc_class in (SQLAlchemyError, OSError, TimeoutError, Exception):
+    for exc_class in (DatabaseLost, SQLAlchemyError, OSError, TimeoutError, Exception):
         app.add_exception_handler(exc_class, on_unexpected)

@@ -26,9 +26,14 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.errors import DatabaseLost
 from app.recordings.lifecycle import Outcome, Status, TrackEvent, transition
 from app.recordings.repository import TIMESTAMP_COLUMNS, TrackKey
-from app.webhooks.pg_fast_path import LatestRecording, is_connection_lost, latest_from_row
+from app.webhooks.pg_fast_path import (
+    LatestRecording,
+    driver_connection,
+    latest_from_row,
+)
 from app.webhooks.repository import EventIdentity
 
 logger = logging.getLogger(__name__)
@@ -133,10 +138,6 @@ class _Pending:
     )
 
 
-class DatabaseLost(Exception):
-    """The connection or the server went away while a group was being written."""
-
-
 def _item(
     index: int, pending: _Pending, latest: LatestRecording | None
 ) -> tuple[dict[str, Any], Outcome]:
@@ -219,15 +220,14 @@ class GroupCommitter:
                 for pending in group:
                     _answer(pending, None)
                 raise
-            except Exception as exc:
-                lost = is_connection_lost(exc)
-                if not lost:
-                    logger.exception("group commit failed; applying its webhooks one by one")
+            except DatabaseLost as exc:
                 for pending in group:
-                    if lost and not pending.answer.done():
+                    if not pending.answer.done():
                         pending.answer.set_exception(DatabaseLost(str(exc)))
-                    else:
-                        _answer(pending, None)
+            except Exception:
+                logger.exception("group commit failed; applying its webhooks one by one")
+                for pending in group:
+                    _answer(pending, None)
 
     async def _write(self, group: list[_Pending]) -> None:
         batch: dict[TrackKey, _Pending] = {}
@@ -237,33 +237,24 @@ class GroupCommitter:
             else:
                 batch[pending.key] = pending
         keys = list(batch)
-        async with self._engine.connect() as connection:
-            driver = (await connection.get_raw_connection()).driver_connection
-            assert driver is not None
-            try:
-                rows = await driver.fetch(
-                    READ_LATEST_MANY,
-                    [k.session_id for k in keys],
-                    [k.participant_id for k in keys],
-                    [k.kind for k in keys],
-                )
-                latest = {
-                    TrackKey(r["session_id"], r["participant_id"], r["kind"]): latest_from_row(r)
-                    for r in rows
-                }
-                items = []
-                outcomes: dict[TrackKey, Outcome] = {}
-                for index, key in enumerate(keys):
-                    item, outcome = _item(index, batch[key], latest.get(key))
-                    items.append(item)
-                    outcomes[key] = outcome
-                written = await driver.fetch(WRITE_MANY, orjson.dumps(items).decode())
-            except Exception as exc:
-                if is_connection_lost(exc):
-                    # The server went away: every pooled connection is as stale.
-                    await connection.invalidate(exc)
-                    await self._engine.dispose(close=False)
-                raise
+        async with driver_connection(self._engine) as driver:
+            rows = await driver.fetch(
+                READ_LATEST_MANY,
+                [k.session_id for k in keys],
+                [k.participant_id for k in keys],
+                [k.kind for k in keys],
+            )
+            latest = {
+                TrackKey(r["session_id"], r["participant_id"], r["kind"]): latest_from_row(r)
+                for r in rows
+            }
+            items = []
+            outcomes: dict[TrackKey, Outcome] = {}
+            for index, key in enumerate(keys):
+                item, outcome = _item(index, batch[key], latest.get(key))
+                items.append(item)
+                outcomes[key] = outcome
+            written = await driver.fetch(WRITE_MANY, orjson.dumps(items).decode())
         for row in written:
             key = TrackKey(row["session_id"], row["participant_id"], row["kind"])
             _answer(batch[key], Applied(outcomes[key], row["id"], row["recording_id"]))

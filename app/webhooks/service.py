@@ -29,7 +29,7 @@ from app.recordings.repository import TrackKey, state_from_row
 from app.webhooks import pg_fast_path
 from app.webhooks import repository as events
 from app.webhooks.models import WEBHOOK_TYPE_MAX_LENGTH
-from app.webhooks.pg_group_commit import DatabaseLost, GroupCommitter
+from app.webhooks.pg_group_commit import GroupCommitter
 from app.webhooks.public_key import PublicKeyProvider, PublicKeyUnavailable
 from app.webhooks.repository import EventIdentity
 from app.webhooks.schemas import TRACK_WEBHOOK_TYPES, TrackWebhook, track_webhook_adapter
@@ -236,16 +236,9 @@ class WebhookIntake:
         event = track_event_of(webhook, fingerprint, received_at)
         identity = EventIdentity(data.meetingId, data.sessionId, data.participantId, data.kind)
         if self._group_commit is not None:
-            try:
-                grouped = await self._group_commit.apply(
-                    key, event, identity, webhook.webhookType, document
-                )
-            except DatabaseLost:
-                raise ServiceUnavailable(
-                    "the database cannot be reached; retry later",
-                    error="database_unavailable",
-                    retry_after=self._retry_after,
-                ) from None
+            grouped = await self._group_commit.apply(
+                key, event, identity, webhook.webhookType, document
+            )
             if grouped is not None:
                 return IntakeResult(grouped.outcome, grouped.event_id, grouped.recording_id)
         if self._fast_path:
@@ -264,42 +257,25 @@ class WebhookIntake:
     ) -> IntakeResult | None:
         """PostgreSQL: decide on an unlocked read, write with one version-checked statement."""
         payload_json = orjson.dumps(document).decode()
-        async with self._engine.connect() as connection:
-            # asyncpg itself (statements prepared and cached per connection): SQLAlchemy's
-            # layer cost more CPU than the rest of the webhook's handling together.
-            driver = (await connection.get_raw_connection()).driver_connection
-            assert driver is not None
-            try:
-                for _attempt in range(FAST_PATH_ATTEMPTS):
-                    record = await driver.fetchrow(
-                        pg_fast_path.READ_LATEST, *pg_fast_path.key_params(key)
-                    )
-                    latest = pg_fast_path.latest_from_row(record) if record else None
-                    step = transition(latest.state if latest else None, event)
-                    statement, params = pg_fast_path.write_plan(
-                        latest,
-                        step,
-                        received_at=event.received_at,
-                        webhook_type=webhook.webhookType,
-                        identity=identity,
-                        fingerprint=event.fingerprint,
-                        payload_json=payload_json,
-                    )
-                    written = await driver.fetchrow(statement, *params)
-                    if written is not None:
-                        return IntakeResult(step.outcome, written["id"], written["recording_id"])
-            except Exception as exc:
-                if not pg_fast_path.is_connection_lost(exc):
-                    raise
-                # What SQLAlchemy does on a disconnect it sees itself: the server went
-                # away, so every pooled connection is stale; start a fresh pool.
-                await connection.invalidate(exc)
-                await self._engine.dispose(close=False)
-                raise ServiceUnavailable(
-                    "the database cannot be reached; retry later",
-                    error="database_unavailable",
-                    retry_after=self._retry_after,
-                ) from None
+        async with pg_fast_path.driver_connection(self._engine) as driver:
+            for _attempt in range(FAST_PATH_ATTEMPTS):
+                record = await driver.fetchrow(
+                    pg_fast_path.READ_LATEST, *pg_fast_path.key_params(key)
+                )
+                latest = pg_fast_path.latest_from_row(record) if record else None
+                step = transition(latest.state if latest else None, event)
+                statement, params = pg_fast_path.write_plan(
+                    latest,
+                    step,
+                    received_at=event.received_at,
+                    webhook_type=webhook.webhookType,
+                    identity=identity,
+                    fingerprint=event.fingerprint,
+                    payload_json=payload_json,
+                )
+                written = await driver.fetchrow(statement, *params)
+                if written is not None:
+                    return IntakeResult(step.outcome, written["id"], written["recording_id"])
         return None
 
     async def _apply_locked(

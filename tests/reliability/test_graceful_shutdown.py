@@ -97,7 +97,11 @@ async def test_sigterm_lets_in_flight_requests_finish_and_commit(
             requests = [
                 asyncio.create_task(post_delivery(client, delivery)) for delivery in in_flight
             ]
-            await wait_for_blocked_requests(shared_database_url, IN_FLIGHT)
+            # With group commit the deliveries for one key wait behind one statement that
+            # waits on our lock, so one blocked backend means all of them are in flight.
+            await wait_for_blocked_requests(shared_database_url, 1)
+            await asyncio.sleep(0.3)
+            assert not any(request.done() for request in requests), "answered under the lock"
 
             assert server.process is not None
             server.process.send_signal(signal.SIGTERM)
