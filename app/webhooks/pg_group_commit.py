@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -65,9 +66,18 @@ _NEW_COLUMNS = ", ".join(
     ]
 )  # fmt: skip
 
+# A group must not wait long on a row lock somebody else holds: every webhook in it would
+# wait too. `lock_timeout` is set for this statement only (set_config is_local: its implicit
+# transaction), before any row is touched (`items` depends on it); on timeout the group's
+# webhooks are applied one by one, and only the locked key's webhook waits.
+GROUP_LOCK_TIMEOUT = "200ms"
+
 WRITE_MANY = f"""
-WITH items AS (
-  SELECT * FROM json_to_recordset($1::json) AS x(
+WITH settings AS MATERIALIZED (
+  SELECT set_config('lock_timeout', '{GROUP_LOCK_TIMEOUT}', true) AS lock_timeout
+),
+items AS (
+  SELECT x.* FROM settings, json_to_recordset($1::json) AS x(
     idx int, op text, id bigint, version int,
     meeting_id text, session_id text, participant_id text, kind text,
     sequence int, created_at timestamptz, status text,
@@ -224,6 +234,11 @@ class GroupCommitter:
                 for pending in group:
                     if not pending.answer.done():
                         pending.answer.set_exception(DatabaseLost(str(exc)))
+            except asyncpg.exceptions.LockNotAvailableError:
+                logger.info("group waited over %s on a row lock; applying one by one",
+                            GROUP_LOCK_TIMEOUT)  # fmt: skip
+                for pending in group:
+                    _answer(pending, None)
             except Exception:
                 logger.exception("group commit failed; applying its webhooks one by one")
                 for pending in group:

@@ -23,6 +23,7 @@ from app.webhooks.service import fingerprint_of, track_event_of, track_key_of
 from tests.conftest import note_tested
 from tests.reliability.private_postgres import PostgresUnavailable, PrivatePostgres
 from tests.support import databases
+from tests.support.databases import asyncpg_dsn
 from tests.support.server import ServerProcess
 from tests.support.signing import Signer
 
@@ -101,10 +102,6 @@ async def wait_ready(client: httpx.AsyncClient, timeout: float) -> int:
 
 
 # --- the database as the tests see it ------------------------------------------------------
-
-
-def asyncpg_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
 async def logged_fingerprints(database_url: str) -> dict[int, str]:

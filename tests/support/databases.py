@@ -19,7 +19,7 @@ def admin_url() -> str:
     return os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
 
 
-def _asyncpg_dsn(url: str) -> str:
+def asyncpg_dsn(url: str) -> str:
     return (
         make_url(normalise_database_url(url))
         .set(drivername="postgresql")
@@ -30,7 +30,7 @@ def _asyncpg_dsn(url: str) -> str:
 async def postgres_reachable(url: str) -> str | None:
     """None when reachable, else the reason."""
     try:
-        connection = await asyncpg.connect(_asyncpg_dsn(url), timeout=5)
+        connection = await asyncpg.connect(asyncpg_dsn(url), timeout=5)
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         return f"{type(exc).__name__}: {exc}"
     await connection.close()
@@ -39,7 +39,7 @@ async def postgres_reachable(url: str) -> str | None:
 
 async def create_postgres_database(url: str) -> str:
     name = f"trackhook_test_{uuid.uuid4().hex[:10]}"
-    connection = await asyncpg.connect(_asyncpg_dsn(url), timeout=10)
+    connection = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
     try:
         await connection.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -53,7 +53,7 @@ async def create_postgres_database(url: str) -> str:
 
 async def drop_postgres_database(admin: str, database_url: str) -> None:
     name = make_url(database_url).database
-    connection = await asyncpg.connect(_asyncpg_dsn(admin), timeout=10)
+    connection = await asyncpg.connect(asyncpg_dsn(admin), timeout=10)
     try:
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
