@@ -16,11 +16,11 @@ from tests.support.payloads import track_webhook
 UNBLOCKED_WITHIN_SECONDS = 10
 
 
+# Group commit is PostgreSQL's; SQLite serialises every writer anyway.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_locked_track_does_not_hold_up_the_others(
-    client: WebhookClient, backend: str, database_url: str
+    client: WebhookClient, database_url: str
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("group commit is PostgreSQL's; SQLite serialises every writer anyway")
     locked = await client.deliver(track_webhook("starting", session_id="locked-session"))
     holder = await asyncpg.connect(asyncpg_dsn(database_url), timeout=10)
     try:
