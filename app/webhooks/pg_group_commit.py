@@ -72,6 +72,12 @@ _NEW_COLUMNS = ", ".join(
 # webhooks are applied one by one, and only the locked key's webhook waits.
 GROUP_LOCK_TIMEOUT = "200ms"
 
+# A next run inherits the track's meetingId from the run before it, as on the other paths.
+_OPENED_VALUES = [
+    "coalesce(s.meeting_id, i.meeting_id)" if c == "meeting_id" else "i." + c
+    for c in _NEW_COLUMNS.split(", ")
+]
+
 WRITE_MANY = f"""
 WITH settings AS MATERIALIZED (
   SELECT set_config('lock_timeout', '{GROUP_LOCK_TIMEOUT}', true) AS lock_timeout
@@ -100,11 +106,11 @@ superseded AS (
   UPDATE recordings r SET is_latest = false, version = r.version + 1
   FROM items i
   WHERE i.op = 'next' AND r.id = i.id AND r.version = i.version
-  RETURNING i.idx
+  RETURNING i.idx, r.meeting_id
 ),
 opened AS (
   INSERT INTO recordings (is_latest, version, {_NEW_COLUMNS})
-  SELECT true, 1, {", ".join("i." + c for c in _NEW_COLUMNS.split(", "))}
+  SELECT true, 1, {", ".join(_OPENED_VALUES)}
   FROM items i LEFT JOIN superseded s ON s.idx = i.idx
   WHERE i.op = 'first' OR s.idx IS NOT NULL
   ORDER BY i.idx
