@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -25,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.errors import DatabaseLost
 from app.recordings.lifecycle import Outcome, RecordingState, Status, Transition
 from app.recordings.repository import TIMESTAMP_COLUMNS, TrackKey
-from app.webhooks.repository import EventIdentity
+from app.webhooks.repository import TrackDelivery
 
 _STATE_TIMESTAMPS = [TIMESTAMP_COLUMNS[status] for status in Status]
 
@@ -149,23 +148,20 @@ def _new_row_params(state: RecordingState) -> list[object]:
 def write_plan(
     latest: LatestRecording | None,
     step: Transition,
-    *,
-    received_at: datetime,
-    webhook_type: str,
-    identity: EventIdentity,
-    fingerprint: str,
+    delivery: TrackDelivery,
     payload_json: str,
 ) -> tuple[str, list[object]]:
     """The one statement (and its parameters) that records `step`."""
+    identity = delivery.identity
     params: list[object] = [
-        received_at,
-        webhook_type,
+        delivery.event.received_at,
+        delivery.webhook_type,
         identity.meeting_id,
         identity.session_id,
         identity.participant_id,
         identity.kind,
         step.outcome.value,
-        fingerprint,
+        delivery.event.fingerprint,
         payload_json,
     ]
     if latest is None:

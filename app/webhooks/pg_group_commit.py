@@ -28,14 +28,14 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.errors import DatabaseLost
-from app.recordings.lifecycle import Outcome, Status, TrackEvent, transition
+from app.recordings.lifecycle import Outcome, Status, transition
 from app.recordings.repository import TIMESTAMP_COLUMNS, TrackKey
 from app.webhooks.pg_fast_path import (
     LatestRecording,
     driver_connection,
     latest_from_row,
 )
-from app.webhooks.repository import EventIdentity
+from app.webhooks.repository import TrackDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -144,20 +144,16 @@ class Applied:
 
 @dataclass(slots=True)
 class _Pending:
-    key: TrackKey
-    event: TrackEvent
-    identity: EventIdentity
-    webhook_type: str
-    payload: dict[str, Any]
+    delivery: TrackDelivery
     answer: asyncio.Future[Applied | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
 def _item(
-    index: int, pending: _Pending, latest: LatestRecording | None
+    index: int, delivery: TrackDelivery, latest: LatestRecording | None
 ) -> tuple[dict[str, Any], Outcome]:
-    step = transition(latest.state if latest else None, pending.event)
+    step = transition(latest.state if latest else None, delivery.event)
     state = step.recording
     if step.opened:
         op = "first" if latest is None else "next"
@@ -168,21 +164,21 @@ def _item(
         "op": op,
         "id": latest.id if latest else None,
         "version": latest.version if latest else None,
-        "meeting_id": pending.identity.meeting_id,
-        "session_id": pending.key.session_id,
-        "participant_id": pending.key.participant_id,
-        "kind": pending.key.kind,
+        "meeting_id": delivery.meeting_id,
+        "session_id": delivery.key.session_id,
+        "participant_id": delivery.key.participant_id,
+        "kind": delivery.key.kind,
         "sequence": state.sequence,
         "created_at": state.created_at,
         "status": state.status.value,
         "updated_at": state.updated_at,
         "files": [dict(entry) for entry in state.files],
         "event_fingerprints": list(state.fingerprints),
-        "received_at": pending.event.received_at,
-        "webhook_type": pending.webhook_type,
+        "received_at": delivery.event.received_at,
+        "webhook_type": delivery.webhook_type,
         "outcome": step.outcome.value,
-        "fingerprint": pending.event.fingerprint,
-        "payload": pending.payload,
+        "fingerprint": delivery.event.fingerprint,
+        "payload": delivery.payload,
     }
     for status, column in TIMESTAMP_COLUMNS.items():
         item[column] = state.received.get(status)
@@ -212,16 +208,9 @@ class GroupCommitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
 
-    async def apply(
-        self,
-        key: TrackKey,
-        event: TrackEvent,
-        identity: EventIdentity,
-        webhook_type: str,
-        payload: dict[str, Any],
-    ) -> Applied | None:
+    async def apply(self, delivery: TrackDelivery) -> Applied | None:
         """Written and committed with its group, or None: apply it alone."""
-        pending = _Pending(key, event, identity, webhook_type, payload)
+        pending = _Pending(delivery)
         self._queue.put_nowait(pending)
         return await pending.answer
 
@@ -253,10 +242,11 @@ class GroupCommitter:
     async def _write(self, group: list[_Pending]) -> None:
         batch: dict[TrackKey, _Pending] = {}
         for pending in group:
-            if pending.key in batch:
+            key = pending.delivery.key
+            if key in batch:
                 _answer(pending, None)  # one event per key per group
             else:
-                batch[pending.key] = pending
+                batch[key] = pending
         keys = list(batch)
         async with driver_connection(self._engine) as driver:
             rows = await driver.fetch(
@@ -272,7 +262,7 @@ class GroupCommitter:
             items = []
             outcomes: dict[TrackKey, Outcome] = {}
             for index, key in enumerate(keys):
-                item, outcome = _item(index, batch[key], latest.get(key))
+                item, outcome = _item(index, batch[key].delivery, latest.get(key))
                 items.append(item)
                 outcomes[key] = outcome
             written = await driver.fetch(WRITE_MANY, orjson.dumps(items).decode())

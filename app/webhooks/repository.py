@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.recordings.lifecycle import Outcome
+from app.recordings.lifecycle import Outcome, TrackEvent
+from app.recordings.repository import TrackKey
 from app.webhooks.models import WebhookEvent
 
 
@@ -22,6 +23,19 @@ class EventIdentity:
     session_id: str | None = None
     participant_id: str | None = None
     kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackDelivery:
+    """A validated track webhook as every write path takes it: whose track, what event,
+    and what goes into the log row."""
+
+    key: TrackKey
+    event: TrackEvent
+    identity: EventIdentity
+    meeting_id: str
+    webhook_type: str
+    payload: dict[str, Any]
 
 
 async def append(

@@ -31,7 +31,7 @@ from app.webhooks import repository as events
 from app.webhooks.models import WEBHOOK_TYPE_MAX_LENGTH
 from app.webhooks.pg_group_commit import GroupCommitter
 from app.webhooks.public_key import PublicKeyProvider, PublicKeyUnavailable
-from app.webhooks.repository import EventIdentity
+from app.webhooks.repository import EventIdentity, TrackDelivery
 from app.webhooks.schemas import TRACK_WEBHOOK_TYPES, TrackWebhook, track_webhook_adapter
 from app.webhooks.signature import SignatureError, compact_json, decode_signature, verify
 
@@ -232,62 +232,43 @@ class WebhookIntake:
         fingerprint: str,
     ) -> IntakeResult:
         data = webhook.data
-        key = track_key_of(webhook)
-        event = track_event_of(webhook, fingerprint, received_at)
-        identity = EventIdentity(data.meetingId, data.sessionId, data.participantId, data.kind)
+        delivery = TrackDelivery(
+            key=track_key_of(webhook),
+            event=track_event_of(webhook, fingerprint, received_at),
+            identity=EventIdentity(data.meetingId, data.sessionId, data.participantId, data.kind),
+            meeting_id=data.meetingId,
+            webhook_type=webhook.webhookType,
+            payload=document,
+        )
         if self._group_commit is not None:
-            grouped = await self._group_commit.apply(
-                key, event, identity, webhook.webhookType, document
-            )
+            grouped = await self._group_commit.apply(delivery)
             if grouped is not None:
                 return IntakeResult(grouped.outcome, grouped.event_id, grouped.recording_id)
         if self._fast_path:
-            result = await self._apply_unlocked(key, event, identity, webhook, document)
+            result = await self._apply_unlocked(delivery)
             if result is not None:
                 return result
-        return await self._apply_locked(key, event, identity, webhook, document)
+        return await self._apply_locked(delivery)
 
-    async def _apply_unlocked(
-        self,
-        key: TrackKey,
-        event: TrackEvent,
-        identity: EventIdentity,
-        webhook: TrackWebhook,
-        document: dict[str, Any],
-    ) -> IntakeResult | None:
+    async def _apply_unlocked(self, delivery: TrackDelivery) -> IntakeResult | None:
         """PostgreSQL: decide on an unlocked read, write with one version-checked statement."""
-        payload_json = orjson.dumps(document).decode()
+        payload_json = orjson.dumps(delivery.payload).decode()
         async with pg_fast_path.driver_connection(self._engine) as driver:
             for _attempt in range(FAST_PATH_ATTEMPTS):
                 record = await driver.fetchrow(
-                    pg_fast_path.READ_LATEST, *pg_fast_path.key_params(key)
+                    pg_fast_path.READ_LATEST, *pg_fast_path.key_params(delivery.key)
                 )
                 latest = pg_fast_path.latest_from_row(record) if record else None
-                step = transition(latest.state if latest else None, event)
-                statement, params = pg_fast_path.write_plan(
-                    latest,
-                    step,
-                    received_at=event.received_at,
-                    webhook_type=webhook.webhookType,
-                    identity=identity,
-                    fingerprint=event.fingerprint,
-                    payload_json=payload_json,
-                )
+                step = transition(latest.state if latest else None, delivery.event)
+                statement, params = pg_fast_path.write_plan(latest, step, delivery, payload_json)
                 written = await driver.fetchrow(statement, *params)
                 if written is not None:
                     return IntakeResult(step.outcome, written["id"], written["recording_id"])
         return None
 
-    async def _apply_locked(
-        self,
-        key: TrackKey,
-        event: TrackEvent,
-        identity: EventIdentity,
-        webhook: TrackWebhook,
-        document: dict[str, Any],
-    ) -> IntakeResult:
+    async def _apply_locked(self, delivery: TrackDelivery) -> IntakeResult:
         """Any database: lock the key's latest recording, decide, write, commit."""
-        data = webhook.data
+        key, event = delivery.key, delivery.event
         async with self._sessions() as session, session.begin():
             for _attempt in range(MAX_APPLY_ATTEMPTS):
                 row = await recordings.lock_latest(session, key)
@@ -300,7 +281,7 @@ class WebhookIntake:
                         await recordings.save_state(session, recording_id, step.recording)
                 elif row is None:
                     recording_id = await recordings.insert_first(
-                        session, key, data.meetingId, step.recording
+                        session, key, delivery.meeting_id, step.recording
                     )
                     if recording_id is None:
                         continue  # a concurrent delivery created it; lock that row instead
@@ -309,11 +290,11 @@ class WebhookIntake:
                 event_id = await events.append(
                     session,
                     received_at=event.received_at,
-                    webhook_type=webhook.webhookType,
-                    identity=identity,
+                    webhook_type=delivery.webhook_type,
+                    identity=delivery.identity,
                     outcome=step.outcome,
                     fingerprint=event.fingerprint,
-                    payload=document,
+                    payload=delivery.payload,
                     recording_id=recording_id,
                 )
                 return IntakeResult(step.outcome, event_id, recording_id)
