@@ -16,6 +16,7 @@ from app.core.errors import FastJSONResponse, install_error_handlers
 from app.core.migrations import head_revision
 from app.health.router import router as health_router
 from app.recordings.router import router as recordings_router
+from app.webhooks.intake_lane import IntakeLane
 from app.webhooks.pg_group_commit import GroupCommitter
 from app.webhooks.public_key import PublicKeyProvider
 from app.webhooks.router import INTAKE_SCHEMA_COMPONENTS, events_router, intake_router
@@ -76,7 +77,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=FastJSONResponse,
+        # No OpenTelemetry here: without this FastAPI looks the providers up per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.add_middleware(IntakeLane)
     install_error_handlers(app, retry_after_seconds=5)
     _document_intake_models(app)
     app.include_router(intake_router)

@@ -152,10 +152,33 @@ def error_response(
     )
 
 
+def response_for_exception(exc: Exception, retry_after_seconds: int) -> FastJSONResponse:
+    """The answer to any exception a request raised (the handlers and the intake lane)."""
+    if isinstance(exc, AppError):
+        return error_response(exc.status_code, exc.error, exc.detail, exc.headers)
+    if is_schema_missing(exc):
+        logger.error("the database schema is missing: run `trackhook migrate`")
+        return error_response(
+            503,
+            "schema_not_migrated",
+            "the database has not been migrated; retry later",
+            {"Retry-After": str(retry_after_seconds)},
+        )
+    if is_database_unavailable(exc):
+        logger.warning("database unavailable: %s", exc.__class__.__name__)
+        return error_response(
+            503,
+            "database_unavailable",
+            "the database cannot be reached; retry later",
+            {"Retry-After": str(retry_after_seconds)},
+        )
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "an unexpected error occurred")
+
+
 def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     async def on_app_error(_request: Request, exc: Exception) -> FastJSONResponse:
-        assert isinstance(exc, AppError)
-        return error_response(exc.status_code, exc.error, exc.detail, exc.headers)
+        return response_for_exception(exc, retry_after_seconds)
 
     async def on_validation_error(_request: Request, exc: Exception) -> FastJSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -172,24 +195,7 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
         )
 
     async def on_unexpected(_request: Request, exc: Exception) -> FastJSONResponse:
-        if is_schema_missing(exc):
-            logger.error("the database schema is missing: run `trackhook migrate`")
-            return error_response(
-                503,
-                "schema_not_migrated",
-                "the database has not been migrated; retry later",
-                {"Retry-After": str(retry_after_seconds)},
-            )
-        if is_database_unavailable(exc):
-            logger.warning("database unavailable: %s", exc.__class__.__name__)
-            return error_response(
-                503,
-                "database_unavailable",
-                "the database cannot be reached; retry later",
-                {"Retry-After": str(retry_after_seconds)},
-            )
-        logger.exception("unhandled error")
-        return error_response(500, "internal_error", "an unexpected error occurred")
+        return response_for_exception(exc, retry_after_seconds)
 
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
