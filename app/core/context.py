@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -33,12 +32,3 @@ async def _context_dependency(request: Request) -> AppContext:
 
 
 ContextDep = Annotated[AppContext, Depends(_context_dependency)]
-
-
-async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_context(request).read_sessions() as session:
-        yield session
-
-
-# For the query API: on PostgreSQL each statement runs on its own (no BEGIN/ROLLBACK).
-ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData, event
 from sqlalchemy.ext.asyncio import (
@@ -17,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import JSON, TypeDecorator
 
 from app.core.config import Settings
+from app.core.errors import DatabaseLost
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_N_label)s",
@@ -126,3 +130,35 @@ def create_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[Async
     if engine.dialect.name != "postgresql":
         return create_session_factory(engine)
     return create_session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's asyncpg connection itself (statements prepared and cached per
+    connection: SQLAlchemy's layer cost more CPU than the rest of a webhook's handling).
+
+    A lost connection is handled as SQLAlchemy handles one it sees itself: the server went
+    away, so every pooled connection is stale and the pool is replaced; `DatabaseLost`."""
+    async with engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        try:
+            yield driver
+        except Exception as exc:
+            if not is_connection_lost(exc):
+                raise
+            await connection.invalidate(exc)
+            await engine.dispose(close=False)
+            raise DatabaseLost(str(exc)) from exc
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """An asyncpg error meaning the connection or the server is gone (not a bad query)."""
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.InterfaceError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.exceptions.OperatorInterventionError,
+    )

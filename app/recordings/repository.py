@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, insert, select, tuple_, update
+from sqlalchemy import Integer, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import BigId, UTCDateTime
+from app.core.reader import Query, Reader, Row
 from app.recordings.lifecycle import RecordingState, Status
 from app.recordings.models import Recording
 
@@ -135,37 +138,67 @@ class RecordingFilter:
 # and only the columns it shows (the fingerprints list is JSON to decode for nothing).
 _RECORDINGS = Recording.__table__
 _SHOWN = [c for c in _RECORDINGS.c if c.name not in {"event_fingerprints", "is_latest", "version"}]
+_EQUALITY_FILTERS = ("meeting_id", "session_id", "participant_id", "kind")
+
+GET = Query(select(*_SHOWN).where(_RECORDINGS.c.id == bindparam("id")))
 
 
-async def get(session: AsyncSession, recording_id: int) -> RowMapping | None:
-    statement = select(*_SHOWN).where(_RECORDINGS.c.id == recording_id)
-    return (await session.execute(statement)).mappings().one_or_none()
+async def get(reader: Reader, recording_id: int) -> Row | None:
+    rows = await reader.rows(GET, {"id": recording_id})
+    return rows[0] if rows else None
+
+
+@lru_cache(maxsize=256)
+def _page_query(equal: tuple[str, ...], statuses: int, updated_after: bool, after: bool) -> Query:
+    """One statement per combination of filters, built and compiled once."""
+    statement = select(*_SHOWN)
+    for name in equal:
+        statement = statement.where(_RECORDINGS.c[name] == bindparam(name))
+    if statuses:
+        statement = statement.where(
+            _RECORDINGS.c.status.in_([bindparam(f"status_{i}") for i in range(statuses)])
+        )
+    if updated_after:
+        statement = statement.where(
+            _RECORDINGS.c.updated_at > bindparam("updated_after", type_=UTCDateTime())
+        )
+    if after:
+        statement = statement.where(
+            tuple_(_RECORDINGS.c.updated_at, _RECORDINGS.c.id)
+            < tuple_(
+                bindparam("after_updated_at", type_=UTCDateTime()),
+                bindparam("after_id", type_=BigId),
+            )
+        )
+    statement = statement.order_by(_RECORDINGS.c.updated_at.desc(), _RECORDINGS.c.id.desc())
+    return Query(statement.limit(bindparam("limit", type_=Integer())))
 
 
 async def list_page(
-    session: AsyncSession,
+    reader: Reader,
     filters: RecordingFilter,
     limit: int,
     after: tuple[datetime, int] | None,
-) -> Sequence[RowMapping]:
+) -> Sequence[Row]:
     """Newest updated_at first; `after` is the (updated_at, id) of the previous page's last."""
-    statement = select(*_SHOWN)
-    for column, value in (
-        (Recording.meeting_id, filters.meeting_id),
-        (Recording.session_id, filters.session_id),
-        (Recording.participant_id, filters.participant_id),
-        (Recording.kind, filters.kind),
-    ):
+    params: dict[str, Any] = {"limit": limit}
+    for name in _EQUALITY_FILTERS:
+        value = getattr(filters, name)
         if value is not None:
-            statement = statement.where(column == value)
-    if filters.statuses:
-        statement = statement.where(Recording.status.in_(filters.statuses))
+            params[name] = value
+    statuses = sorted(set(filters.statuses))
+    params.update({f"status_{i}": status for i, status in enumerate(statuses)})
     if filters.updated_after is not None:
-        statement = statement.where(Recording.updated_at > filters.updated_after)
+        params["updated_after"] = filters.updated_after
     if after is not None:
-        statement = statement.where(tuple_(Recording.updated_at, Recording.id) < after)
-    statement = statement.order_by(Recording.updated_at.desc(), Recording.id.desc()).limit(limit)
-    return (await session.execute(statement)).mappings().all()
+        params["after_updated_at"], params["after_id"] = after
+    query = _page_query(
+        tuple(name for name in _EQUALITY_FILTERS if name in params),
+        len(statuses),
+        filters.updated_after is not None,
+        after is not None,
+    )
+    return await reader.rows(query, params)
 
 
 # Rebuild: read every row in batches, and rewrite rows from the fold.

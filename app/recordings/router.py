@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import RowMapping
 
 from app.core.auth import require_api_token
-from app.core.context import ReadSessionDep
 from app.core.errors import FastJSONResponse, NotFound, documented_errors
 from app.core.pagination import (
     DEFAULT_LIMIT,
@@ -20,6 +18,7 @@ from app.core.pagination import (
     page_response,
 )
 from app.core.query import FilterValue, UtcDateTime
+from app.core.reader import ReaderDep, Row
 from app.recordings import repository
 from app.recordings.lifecycle import Status
 from app.recordings.schemas import (
@@ -39,13 +38,13 @@ router = APIRouter(
 )
 
 
-async def valid_recording(recording_id: str, session: ReadSessionDep) -> RowMapping:
+async def valid_recording(recording_id: str, reader: ReaderDep) -> Row:
     """Any id that names no recording, whatever its format, is a 404."""
     # Only the canonical decimal form names a recording ("01" does not), and the length
     # check comes first so a 10,000-digit id never reaches int().
     canonical = recording_id.isascii() and recording_id.isdigit() and recording_id[0] != "0"
     if canonical and len(recording_id) <= len(str(MAX_ID)) and int(recording_id) <= MAX_ID:
-        row = await repository.get(session, int(recording_id))
+        row = await repository.get(reader, int(recording_id))
         if row is not None:
             return row
     raise NotFound(f"no recording with id {recording_id!r}", error="recording_not_found")
@@ -53,7 +52,7 @@ async def valid_recording(recording_id: str, session: ReadSessionDep) -> RowMapp
 
 @router.get("", response_model=Page[RecordingDocument])
 async def list_recordings(
-    session: ReadSessionDep,
+    reader: ReaderDep,
     meetingId: FilterValue = None,
     sessionId: FilterValue = None,
     participantId: FilterValue = None,
@@ -72,7 +71,7 @@ async def list_recordings(
         updated_after=updatedAfter,
     )
     after = decode_time_cursor(cursor) if cursor else None
-    rows = await repository.list_page(session, filters, limit + 1, after)
+    rows = await repository.list_page(reader, filters, limit + 1, after)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -83,9 +82,9 @@ async def list_recordings(
 
 @router.get("/{recording_id}", response_model=RecordingDetail, responses=documented_errors(404))
 async def get_recording(
-    recording: Annotated[RowMapping, Depends(valid_recording)], session: ReadSessionDep
+    recording: Annotated[Row, Depends(valid_recording)], reader: ReaderDep
 ) -> FastJSONResponse:
-    timeline = await events.timeline(session, recording["id"])
+    timeline = await events.timeline(reader, recording["id"])
     detail: RecordingDetail = {
         **recording_document(recording),
         "events": [timeline_entry(event) for event in timeline],

@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping
 from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
+from app.core.reader import Row
 from app.recordings.lifecycle import Outcome, Status
 
 
@@ -45,7 +45,7 @@ class RecordingDetail(RecordingDocument):
     events: list[TimelineEntry]
 
 
-def recording_document(row: RowMapping) -> RecordingDocument:
+def recording_document(row: Row) -> RecordingDocument:
     return {
         "id": str(row["id"]),
         "meetingId": row["meeting_id"],
@@ -65,7 +65,7 @@ def recording_document(row: RowMapping) -> RecordingDocument:
     }
 
 
-def timeline_entry(row: RowMapping) -> TimelineEntry:
+def timeline_entry(row: Row) -> TimelineEntry:
     return {
         "eventId": str(row["id"]),
         "webhookType": row["webhook_type"],

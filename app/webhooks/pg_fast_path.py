@@ -12,16 +12,12 @@ by itself: no BEGIN or COMMIT round trips.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import orjson
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.errors import DatabaseLost
 from app.recordings.lifecycle import Outcome, RecordingState, Status, Transition
 from app.recordings.repository import TIMESTAMP_COLUMNS, TrackKey
 from app.webhooks.repository import TrackDelivery
@@ -177,35 +173,3 @@ def write_plan(
 
 def key_params(key: TrackKey) -> tuple[str, str, str]:
     return key.session_id, key.participant_id, key.kind
-
-
-@asynccontextmanager
-async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection's asyncpg connection itself (statements prepared and cached per
-    connection: SQLAlchemy's layer cost more CPU than the rest of a webhook's handling).
-
-    A lost connection is handled as SQLAlchemy handles one it sees itself: the server went
-    away, so every pooled connection is stale and the pool is replaced; `DatabaseLost`."""
-    async with engine.connect() as connection:
-        driver = (await connection.get_raw_connection()).driver_connection
-        assert driver is not None
-        try:
-            yield driver
-        except Exception as exc:
-            if not is_connection_lost(exc):
-                raise
-            await connection.invalidate(exc)
-            await engine.dispose(close=False)
-            raise DatabaseLost(str(exc)) from exc
-
-
-def is_connection_lost(exc: BaseException) -> bool:
-    """An asyncpg error meaning the connection or the server is gone (not a bad query)."""
-    return isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | asyncpg.InterfaceError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.exceptions.OperatorInterventionError,
-    )

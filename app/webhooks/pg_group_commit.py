@@ -27,14 +27,11 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.db import driver_connection
 from app.core.errors import DatabaseLost
 from app.recordings.lifecycle import Outcome, Status, transition
 from app.recordings.repository import TIMESTAMP_COLUMNS, TrackKey
-from app.webhooks.pg_fast_path import (
-    LatestRecording,
-    driver_connection,
-    latest_from_row,
-)
+from app.webhooks.pg_fast_path import LatestRecording, latest_from_row
 from app.webhooks.repository import TrackDelivery
 
 logger = logging.getLogger(__name__)

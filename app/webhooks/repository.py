@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy import Integer, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import BigId
+from app.core.reader import Query, Reader, Row
 from app.recordings.lifecycle import Outcome, TrackEvent
 from app.recordings.repository import TrackKey
 from app.webhooks.models import WebhookEvent
@@ -70,18 +73,17 @@ async def append(
     return (await session.execute(statement)).scalar_one()
 
 
-async def timeline(session: AsyncSession, recording_id: int) -> Sequence[RowMapping]:
-    statement = (
-        select(
-            WebhookEvent.id,
-            WebhookEvent.webhook_type,
-            WebhookEvent.received_at,
-            WebhookEvent.outcome,
-        )
-        .where(WebhookEvent.recording_id == recording_id)
-        .order_by(WebhookEvent.id)
-    )
-    return (await session.execute(statement)).mappings().all()
+_EVENTS = WebhookEvent.__table__
+
+TIMELINE = Query(
+    select(_EVENTS.c.id, _EVENTS.c.webhook_type, _EVENTS.c.received_at, _EVENTS.c.outcome)
+    .where(_EVENTS.c.recording_id == bindparam("recording_id", type_=BigId))
+    .order_by(_EVENTS.c.id)
+)
+
+
+async def timeline(reader: Reader, recording_id: int) -> Sequence[Row]:
+    return await reader.rows(TIMELINE, {"recording_id": recording_id})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,21 +93,43 @@ class EventFilter:
     outcomes: Sequence[str] = ()
 
 
+@lru_cache(maxsize=256)
+def _page_query(session_id: bool, webhook_types: int, outcomes: int, before: bool) -> Query:
+    """One statement per combination of filters, built and compiled once."""
+    statement = select(_EVENTS)
+    if session_id:
+        statement = statement.where(_EVENTS.c.session_id == bindparam("session_id"))
+    if webhook_types:
+        statement = statement.where(
+            _EVENTS.c.webhook_type.in_([bindparam(f"type_{i}") for i in range(webhook_types)])
+        )
+    if outcomes:
+        statement = statement.where(
+            _EVENTS.c.outcome.in_([bindparam(f"outcome_{i}") for i in range(outcomes)])
+        )
+    if before:
+        statement = statement.where(_EVENTS.c.id < bindparam("before_id", type_=BigId))
+    statement = statement.order_by(_EVENTS.c.id.desc())
+    return Query(statement.limit(bindparam("limit", type_=Integer())))
+
+
 async def list_page(
-    session: AsyncSession, filters: EventFilter, limit: int, before_id: int | None
-) -> Sequence[RowMapping]:
+    reader: Reader, filters: EventFilter, limit: int, before_id: int | None
+) -> Sequence[Row]:
     """Newest first; `before_id` is the id of the previous page's last event."""
-    statement = select(WebhookEvent.__table__)
+    types = sorted(set(filters.webhook_types))
+    outcomes = sorted(set(filters.outcomes))
+    params: dict[str, Any] = {"limit": limit}
     if filters.session_id is not None:
-        statement = statement.where(WebhookEvent.session_id == filters.session_id)
-    if filters.webhook_types:
-        statement = statement.where(WebhookEvent.webhook_type.in_(filters.webhook_types))
-    if filters.outcomes:
-        statement = statement.where(WebhookEvent.outcome.in_(filters.outcomes))
+        params["session_id"] = filters.session_id
+    params.update({f"type_{i}": value for i, value in enumerate(types)})
+    params.update({f"outcome_{i}": value for i, value in enumerate(outcomes)})
     if before_id is not None:
-        statement = statement.where(WebhookEvent.id < before_id)
-    statement = statement.order_by(WebhookEvent.id.desc()).limit(limit)
-    return (await session.execute(statement)).mappings().all()
+        params["before_id"] = before_id
+    query = _page_query(
+        filters.session_id is not None, len(types), len(outcomes), before_id is not None
+    )
+    return await reader.rows(query, params)
 
 
 async def all_in_order(session: AsyncSession) -> list[WebhookEvent]:

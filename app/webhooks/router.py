@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import AfterValidator, StringConstraints
 
 from app.core.auth import require_api_token
-from app.core.context import ReadSessionDep
 from app.core.errors import FastJSONResponse, documented_errors
 from app.core.pagination import (
     DEFAULT_LIMIT,
@@ -19,6 +18,7 @@ from app.core.pagination import (
     page_response,
 )
 from app.core.query import FilterValue
+from app.core.reader import ReaderDep
 from app.core.text import reject_nul
 from app.recordings.lifecycle import Outcome
 from app.webhooks import repository
@@ -98,7 +98,7 @@ async def receive_webhook() -> WebhookAccepted:
 
 @events_router.get("", response_model=Page[WebhookEventDocument])
 async def list_webhook_events(
-    session: ReadSessionDep,
+    reader: ReaderDep,
     sessionId: FilterValue = None,
     webhookType: Annotated[list[WebhookTypeFilter] | None, Query()] = None,
     outcome: Annotated[list[Outcome] | None, Query()] = None,
@@ -111,7 +111,7 @@ async def list_webhook_events(
         outcomes=[o.value for o in outcome or ()],
     )
     before = decode_id_cursor(cursor) if cursor else None
-    rows = await repository.list_page(session, filters, limit + 1, before)
+    rows = await repository.list_page(reader, filters, limit + 1, before)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from sqlalchemy import RowMapping
 from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
+from app.core.reader import Row
 from app.core.text import Identifier
 from app.recordings.lifecycle import Outcome, Status
 
@@ -97,7 +97,7 @@ class WebhookEventDocument(TypedDict):
     payload: dict[str, Any]
 
 
-def webhook_event_document(row: RowMapping) -> WebhookEventDocument:
+def webhook_event_document(row: Row) -> WebhookEventDocument:
     recording_id = row["recording_id"]
     return {
         "id": str(row["id"]),

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import SignatureMode
-from app.core.db import utcnow
+from app.core.db import driver_connection, utcnow
 from app.core.errors import (
     BadRequest,
     ServiceUnavailable,
@@ -253,7 +253,7 @@ class WebhookIntake:
     async def _apply_unlocked(self, delivery: TrackDelivery) -> IntakeResult | None:
         """PostgreSQL: decide on an unlocked read, write with one version-checked statement."""
         payload_json = orjson.dumps(delivery.payload).decode()
-        async with pg_fast_path.driver_connection(self._engine) as driver:
+        async with driver_connection(self._engine) as driver:
             for _attempt in range(FAST_PATH_ATTEMPTS):
                 record = await driver.fetchrow(
                     pg_fast_path.READ_LATEST, *pg_fast_path.key_params(delivery.key)
