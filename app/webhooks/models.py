@@ -41,5 +41,11 @@ class WebhookEvent(Base):
         Index("ix_webhook_events_session_id", "session_id", "id"),
         Index("ix_webhook_events_webhook_type", "webhook_type", "id"),
         Index("ix_webhook_events_outcome", "outcome", "id"),
-        Index("ix_webhook_events_recording_id", "recording_id", "id"),
+        # Covering: a recording's timeline is read from the index alone (PostgreSQL).
+        Index(
+            "ix_webhook_events_recording_id",
+            "recording_id",
+            "id",
+            postgresql_include=["webhook_type", "received_at", "outcome"],
+        ),
     )
