@@ -16,6 +16,7 @@ import asyncio
 import math
 import resource
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -177,21 +178,36 @@ class OpenLoop:
         for connection in await asyncio.gather(*(self._open() for _ in range(self.preopen))):
             self.idle.put_nowait(connection)
         tasks: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        all_sent = loop.create_future()
         interval = 1.0 / self.rate
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter() + 0.05
-        for i in range(self.count):
-            scheduled = start + i * interval
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+
+        def dispatch(index: int, scheduled: float) -> None:
             # How late the client itself dispatches: should stay near 0, else it is overloaded.
             self.lags.append(time.perf_counter() - scheduled)
-            task = asyncio.create_task(
-                self._one(i, self.requests[i % len(self.requests)], scheduled)
-            )
+            raw = self.requests[index % len(self.requests)]
+            task = loop.create_task(self._one(index, raw, scheduled))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+
+        def pace() -> None:
+            # The event loop's timers tick in whole milliseconds, which would add up to 1 ms
+            # of the client's own lateness to every latency; a thread sleeping with the
+            # kernel's microsecond timer hands each request to the loop on time instead.
+            for index in range(self.count):
+                scheduled = start + index * interval
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                loop.call_soon_threadsafe(dispatch, index, scheduled)
+            loop.call_soon_threadsafe(all_sent.set_result, None)
+
+        pacer = threading.Thread(target=pace, name="open-loop pacer", daemon=True)
+        pacer.start()
+        await all_sent
+        pacer.join()
         send_end = time.perf_counter()
         if tasks:
             await asyncio.wait(tasks, timeout=self.timeout + 5)

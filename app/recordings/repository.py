@@ -16,6 +16,7 @@ from app.core.db import BigId, UTCDateTime
 from app.core.reader import Query, Reader, Row
 from app.recordings.lifecycle import RecordingState, Status
 from app.recordings.models import Recording
+from app.webhooks.models import WebhookEvent
 
 TIMESTAMP_COLUMNS: dict[Status, str] = {status: f"{status.value}_at" for status in Status}
 
@@ -140,12 +141,28 @@ _RECORDINGS = Recording.__table__
 _SHOWN = [c for c in _RECORDINGS.c if c.name not in {"event_fingerprints", "is_latest", "version"}]
 _EQUALITY_FILTERS = ("meeting_id", "session_id", "participant_id", "kind")
 
-GET = Query(select(*_SHOWN).where(_RECORDINGS.c.id == bindparam("id")))
+_EVENTS = WebhookEvent.__table__
+
+# A recording and its timeline in one round trip: one row per event (the recording's
+# columns repeated), or one row with NULL event columns for a recording without events.
+# The events come from the covering ix_webhook_events_recording_id.
+GET_WITH_TIMELINE = Query(
+    select(
+        *_SHOWN,
+        _EVENTS.c.id.label("event_id"),
+        _EVENTS.c.webhook_type.label("event_webhook_type"),
+        _EVENTS.c.received_at.label("event_received_at"),
+        _EVENTS.c.outcome.label("event_outcome"),
+    )
+    .select_from(_RECORDINGS.outerjoin(_EVENTS, _EVENTS.c.recording_id == _RECORDINGS.c.id))
+    .where(_RECORDINGS.c.id == bindparam("id", type_=BigId))
+    .order_by(_EVENTS.c.id)
+)
 
 
-async def get(reader: Reader, recording_id: int) -> Row | None:
-    rows = await reader.rows(GET, {"id": recording_id})
-    return rows[0] if rows else None
+async def get_with_timeline(reader: Reader, recording_id: int) -> Sequence[Row]:
+    """The recording's rows, one per event in log order; empty if there is no such id."""
+    return await reader.rows(GET_WITH_TIMELINE, {"id": recording_id})
 
 
 @lru_cache(maxsize=256)

@@ -18,7 +18,7 @@ from app.core.pagination import (
     page_response,
 )
 from app.core.query import FilterValue, UtcDateTime
-from app.core.reader import ReaderDep, Row
+from app.core.reader import ReaderDep
 from app.recordings import repository
 from app.recordings.lifecycle import Status
 from app.recordings.schemas import (
@@ -27,7 +27,6 @@ from app.recordings.schemas import (
     recording_document,
     timeline_entry,
 )
-from app.webhooks import repository as events
 from app.webhooks.schemas import Kind
 
 router = APIRouter(
@@ -38,16 +37,13 @@ router = APIRouter(
 )
 
 
-async def valid_recording(recording_id: str, reader: ReaderDep) -> Row:
-    """Any id that names no recording, whatever its format, is a 404."""
-    # Only the canonical decimal form names a recording ("01" does not), and the length
-    # check comes first so a 10,000-digit id never reaches int().
+def canonical_recording_id(recording_id: str) -> int | None:
+    """Only the canonical decimal form names a recording ("01" does not); the length check
+    comes first so a 10,000-digit id never reaches int()."""
     canonical = recording_id.isascii() and recording_id.isdigit() and recording_id[0] != "0"
     if canonical and len(recording_id) <= len(str(MAX_ID)) and int(recording_id) <= MAX_ID:
-        row = await repository.get(reader, int(recording_id))
-        if row is not None:
-            return row
-    raise NotFound(f"no recording with id {recording_id!r}", error="recording_not_found")
+        return int(recording_id)
+    return None
 
 
 @router.get("", response_model=Page[RecordingDocument])
@@ -81,12 +77,14 @@ async def list_recordings(
 
 
 @router.get("/{recording_id}", response_model=RecordingDetail, responses=documented_errors(404))
-async def get_recording(
-    recording: Annotated[Row, Depends(valid_recording)], reader: ReaderDep
-) -> FastJSONResponse:
-    timeline = await events.timeline(reader, recording["id"])
+async def get_recording(recording_id: str, reader: ReaderDep) -> FastJSONResponse:
+    # Any id that names no recording, whatever its format, is a 404.
+    number = canonical_recording_id(recording_id)
+    rows = await repository.get_with_timeline(reader, number) if number is not None else ()
+    if not rows:
+        raise NotFound(f"no recording with id {recording_id!r}", error="recording_not_found")
     detail: RecordingDetail = {
-        **recording_document(recording),
-        "events": [timeline_entry(event) for event in timeline],
+        **recording_document(rows[0]),
+        "events": [timeline_entry(row) for row in rows if row["event_id"] is not None],
     }
     return FastJSONResponse(detail)

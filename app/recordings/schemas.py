@@ -66,9 +66,10 @@ def recording_document(row: Row) -> RecordingDocument:
 
 
 def timeline_entry(row: Row) -> TimelineEntry:
+    """One event of a recording's timeline, from a `get_with_timeline` row."""
     return {
-        "eventId": str(row["id"]),
-        "webhookType": row["webhook_type"],
-        "receivedAt": row["received_at"],
-        "outcome": Outcome(row["outcome"]),
+        "eventId": str(row["event_id"]),
+        "webhookType": row["event_webhook_type"],
+        "receivedAt": row["event_received_at"],
+        "outcome": Outcome(row["event_outcome"]),
     }

@@ -75,16 +75,6 @@ async def append(
 
 _EVENTS = WebhookEvent.__table__
 
-TIMELINE = Query(
-    select(_EVENTS.c.id, _EVENTS.c.webhook_type, _EVENTS.c.received_at, _EVENTS.c.outcome)
-    .where(_EVENTS.c.recording_id == bindparam("recording_id", type_=BigId))
-    .order_by(_EVENTS.c.id)
-)
-
-
-async def timeline(reader: Reader, recording_id: int) -> Sequence[Row]:
-    return await reader.rows(TIMELINE, {"recording_id": recording_id})
-
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
