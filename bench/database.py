@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -96,6 +97,39 @@ class BenchDatabase:
             }
         finally:
             await connection.close()
+
+    async def warm_read_path(self) -> dict[str, Any]:
+        """Read what the query API reads into the OS page cache: the recordings table and
+        its indexes, and the timeline index (a recording's events are read from it alone).
+        The log's heap (most of the data) is left cold. A server in service has its
+        working set cached; right after a bulk load, reads would measure the disk."""
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            try:
+                await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+            except asyncpg.PostgresError as exc:
+                return {"warmed": False, "why": f"pg_prewarm unavailable: {exc}"}
+            started = time.monotonic()
+            relations: list[str] = [
+                row["name"]
+                for row in await connection.fetch(
+                    "SELECT c.oid::regclass::text AS name FROM pg_class c "
+                    "WHERE c.oid = 'recordings'::regclass OR c.oid IN ("
+                    "  SELECT indexrelid FROM pg_index WHERE indrelid = 'recordings'::regclass)"
+                    " OR c.relname = 'ix_webhook_events_recording_id'"
+                )
+            ]
+            pages = 0
+            for name in relations:
+                pages += int(await connection.fetchval("SELECT pg_prewarm($1, 'read')", name))
+        finally:
+            await connection.close()
+        return {
+            "warmed": True,
+            "relations": relations,
+            "megabytes": round(pages * 8192 / 2**20),
+            "seconds": round(time.monotonic() - started, 1),
+        }
 
     async def sample(self, size: int) -> tuple[list[int], list[str]]:
         """Random recording ids and session ids to query, drawn from what is there."""
