@@ -11,11 +11,12 @@ Rows come back as mappings either way (`row["column"]`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from functools import cached_property
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
 import asyncpg
-from fastapi import Depends, Request
+from fastapi import Request
 from sqlalchemy import Select
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,7 +71,10 @@ class PostgresReader:
         return records  # asyncpg records are read-only mappings
 
 
-async def get_reader(request: Request) -> AsyncIterator[Reader]:
+@asynccontextmanager
+async def open_reader(request: Request) -> AsyncIterator[Reader]:
+    """A reader for one request. Handlers open it themselves rather than as a FastAPI
+    generator dependency, whose shielded exit (anyio cancel scopes) cost ~10 % of a GET."""
     context = get_context(request)
     if context.engine.dialect.name == "postgresql":
         async with driver_connection(context.engine) as driver:
@@ -78,6 +82,3 @@ async def get_reader(request: Request) -> AsyncIterator[Reader]:
     else:
         async with context.read_sessions() as session:
             yield SessionReader(session)
-
-
-ReaderDep = Annotated[Reader, Depends(get_reader)]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from app.core.auth import require_api_token
 from app.core.errors import FastJSONResponse, NotFound, documented_errors
@@ -18,7 +19,7 @@ from app.core.pagination import (
     page_response,
 )
 from app.core.query import FilterValue, UtcDateTime
-from app.core.reader import ReaderDep
+from app.core.reader import Row, open_reader
 from app.recordings import repository
 from app.recordings.lifecycle import Status
 from app.recordings.schemas import (
@@ -48,7 +49,7 @@ def canonical_recording_id(recording_id: str) -> int | None:
 
 @router.get("", response_model=Page[RecordingDocument])
 async def list_recordings(
-    reader: ReaderDep,
+    request: Request,
     meetingId: FilterValue = None,
     sessionId: FilterValue = None,
     participantId: FilterValue = None,
@@ -67,7 +68,8 @@ async def list_recordings(
         updated_after=updatedAfter,
     )
     after = decode_time_cursor(cursor) if cursor else None
-    rows = await repository.list_page(reader, filters, limit + 1, after)
+    async with open_reader(request) as reader:
+        rows = await repository.list_page(reader, filters, limit + 1, after)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -77,10 +79,13 @@ async def list_recordings(
 
 
 @router.get("/{recording_id}", response_model=RecordingDetail, responses=documented_errors(404))
-async def get_recording(recording_id: str, reader: ReaderDep) -> FastJSONResponse:
+async def get_recording(recording_id: str, request: Request) -> FastJSONResponse:
     # Any id that names no recording, whatever its format, is a 404.
     number = canonical_recording_id(recording_id)
-    rows = await repository.get_with_timeline(reader, number) if number is not None else ()
+    rows: Sequence[Row] = ()
+    if number is not None:
+        async with open_reader(request) as reader:
+            rows = await repository.get_with_timeline(reader, number)
     if not rows:
         raise NotFound(f"no recording with id {recording_id!r}", error="recording_not_found")
     detail: RecordingDetail = {

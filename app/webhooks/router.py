@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AfterValidator, StringConstraints
 
 from app.core.auth import require_api_token
@@ -18,7 +18,7 @@ from app.core.pagination import (
     page_response,
 )
 from app.core.query import FilterValue
-from app.core.reader import ReaderDep
+from app.core.reader import open_reader
 from app.core.text import reject_nul
 from app.recordings.lifecycle import Outcome
 from app.webhooks import repository
@@ -98,7 +98,7 @@ async def receive_webhook() -> WebhookAccepted:
 
 @events_router.get("", response_model=Page[WebhookEventDocument])
 async def list_webhook_events(
-    reader: ReaderDep,
+    request: Request,
     sessionId: FilterValue = None,
     webhookType: Annotated[list[WebhookTypeFilter] | None, Query()] = None,
     outcome: Annotated[list[Outcome] | None, Query()] = None,
@@ -111,7 +111,8 @@ async def list_webhook_events(
         outcomes=[o.value for o in outcome or ()],
     )
     before = decode_id_cursor(cursor) if cursor else None
-    rows = await repository.list_page(reader, filters, limit + 1, before)
+    async with open_reader(request) as reader:
+        rows = await repository.list_page(reader, filters, limit + 1, before)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
