@@ -98,6 +98,16 @@ class BenchDatabase:
         finally:
             await connection.close()
 
+    async def checkpoint(self) -> None:
+        """Start a comparison run right after a checkpoint: the first change to each page
+        after one writes the whole page to the WAL, so runs that start at different
+        distances from a checkpoint are not comparable."""
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            await connection.execute("CHECKPOINT")
+        finally:
+            await connection.close()
+
     async def warm_read_path(self) -> dict[str, Any]:
         """Read what the query API reads into the OS page cache: the recordings table and
         its indexes, and the timeline index (a recording's events are read from it alone).

@@ -58,7 +58,11 @@ class SessionReader:
 
 
 class PostgresReader:
-    """PostgreSQL, straight on asyncpg; each statement runs on its own (autocommit)."""
+    """PostgreSQL, straight on asyncpg; each statement runs on its own (autocommit).
+
+    The connection comes from SQLAlchemy's pool, whose dialect installed orjson codecs
+    for `json` columns when it connected: `files` and `payload` arrive decoded, as they do
+    through a session."""
 
     def __init__(self, driver: asyncpg.Connection) -> None:
         self._driver = driver

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -292,3 +293,35 @@ async def test_no_2xx_when_the_commit_fails(
     assert response.status_code >= 500, response.text
     assert await log_items(client) == []
     assert await recording_ids(client) == []
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+async def test_other_methods_on_the_intake_path_are_405_and_log_nothing(
+    client: WebhookClient, method: str
+) -> None:
+    # POST is answered by IntakeLane before routing; every other method still reaches
+    # FastAPI's router, which knows the path from the route declaration.
+    body = orjson.dumps(track_webhook("started"))
+    response = await client.http.request(
+        method,
+        "/webhooks/videosdk",
+        content=body,
+        headers={"content-type": "application/json", "videosdk-signature": "x"},
+    )
+
+    assert response.status_code == 405, response.text
+    assert response.json()["error"] == "method_not_allowed"
+    assert response.headers["allow"] == "POST"
+    assert await log_items(client) == []
+
+
+async def test_intake_answers_only_its_exact_path(client: WebhookClient) -> None:
+    body = orjson.dumps(track_webhook("started"))
+    headers = {"content-type": "application/json", "videosdk-signature": client.signer.sign(body)}
+
+    nested = await client.http.post("/webhooks/videosdk/extra", content=body, headers=headers)
+
+    assert nested.status_code == 404, nested.text
+    assert nested.json()["error"] == "not_found"
+    assert await log_items(client) == []
+    assert (await client.post_raw(body)).status_code == 200
