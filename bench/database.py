@@ -126,7 +126,7 @@ class BenchDatabase:
                     "SELECT c.oid::regclass::text AS name FROM pg_class c "
                     "WHERE c.oid = 'recordings'::regclass OR c.oid IN ("
                     "  SELECT indexrelid FROM pg_index WHERE indrelid = 'recordings'::regclass)"
-                    " OR c.relname = 'ix_webhook_events_recording_id'"
+                    " OR c.relname = 'ix_webhook_events_recording_timeline'"
                 )
             ]
             pages = 0

@@ -43,6 +43,9 @@ def _run_sync(connection: Connection) -> None:
         target_metadata=target_metadata,
         compare_type=True,
         render_as_batch=connection.dialect.name == "sqlite",
+        # Each migration commits on its own, so one that builds indexes CONCURRENTLY
+        # (outside a transaction) never commits a neighbour's half-done work.
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -145,7 +145,7 @@ _EVENTS = WebhookEvent.__table__
 
 # A recording and its timeline in one round trip: one row per event (the recording's
 # columns repeated), or one row with NULL event columns for a recording without events.
-# The events come from the covering ix_webhook_events_recording_id.
+# The events come from the covering ix_webhook_events_recording_timeline.
 GET_WITH_TIMELINE = Query(
     select(
         *_SHOWN,

@@ -43,7 +43,7 @@ class WebhookEvent(Base):
         Index("ix_webhook_events_outcome", "outcome", "id"),
         # Covering: a recording's timeline is read from the index alone (PostgreSQL).
         Index(
-            "ix_webhook_events_recording_id",
+            "ix_webhook_events_recording_timeline",
             "recording_id",
             "id",
             postgresql_include=["webhook_type", "received_at", "outcome"],
