@@ -45,17 +45,22 @@ def is_json_media_type(content_type: str) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
 
 
+def route_path(scope: Scope) -> str:
+    """The path as the routes see it: behind a proxy (`--root-path /x`) the server passes
+    the full path, root path included, and routing matches what follows it."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path) and path[len(root_path) :][:1] in ("", "/"):
+        return path[len(root_path) :]
+    return path
+
+
 class IntakeLane:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] != INTAKE_PATH
-            or scope["method"] != "POST"
-            or scope.get("root_path")
-        ):
+        if scope["type"] != "http" or scope["method"] != "POST" or route_path(scope) != INTAKE_PATH:
             await self.app(scope, receive, send)
             return
         state = scope["app"].state

@@ -325,3 +325,24 @@ async def test_intake_answers_only_its_exact_path(client: WebhookClient) -> None
     assert nested.json()["error"] == "not_found"
     assert await log_items(client) == []
     assert (await client.post_raw(body)).status_code == 200
+
+
+async def test_intake_is_served_under_a_root_path(client: WebhookClient) -> None:
+    # Behind a proxy (`uvicorn --root-path /trackhook`), the path the server passes on
+    # includes the root path; the lane must see the same route FastAPI's router sees.
+    transport = client.http._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    mounted = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=transport.app, root_path="/trackhook"),
+        base_url="http://trackhook.test",
+    )
+    body = orjson.dumps(track_webhook("started"))
+    headers = {"content-type": "application/json", "videosdk-signature": client.signer.sign(body)}
+    async with mounted:
+        response = await mounted.post("/trackhook/webhooks/videosdk", content=body, headers=headers)
+        unsigned = await mounted.post("/trackhook/webhooks/videosdk", content=body)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "applied"
+    assert unsigned.status_code == 401, unsigned.text
+    assert [item["id"] for item in await log_items(client)] == [response.json()["eventId"]]
