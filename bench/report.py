@@ -217,6 +217,15 @@ def summary(results: dict[str, Any]) -> str:
         out.append(f"Reads after the intake runs ({_fmt(results.get('rows_before_load'))})")
         out.append(_table(["query", *LATENCY_HEADERS], _latency_rows(reads, "query")))
 
+    floor = results.get("openloop_floor", [])
+    if floor:
+        out.append("")
+        out.append(
+            "The floor: the same client against the bare endpoint (same uvicorn settings; "
+            "POST parses the body, GET /healthz does nothing)"
+        )
+        out.append(_table(["what", *LATENCY_HEADERS], _latency_rows(floor, "what")))
+
     loaded = results.get("loaded")
     if loaded:
         load = loaded["load"]

@@ -362,6 +362,28 @@ class Bench:
             ids, sessions = asyncio.run(self.database.sample(5000))
             self.results["rows_before_load"] = asyncio.run(self.database.counts())
             self.results["reads_empty"] = self.reads(server, ids, sessions)
+        self.results["openloop_floor"] = self.floor_openloop()
+
+    def floor_openloop(self) -> list[dict[str, Any]]:
+        """The same client and server settings against the bare endpoint: the latency of
+        the client, the loopback network and uvicorn + FastAPI alone, a floor under every
+        latency figure of the service."""
+        assert self.corpus is not None
+        args = self.args
+        post_rate = 500.0 if 500.0 in args.rate_list else max(args.rate_list)
+        with self._server("bare", "workers", args.latency_workers) as server:
+            self.commands.extend(server.commands)
+            warm = self._file("floor-warmup")
+            write_get_file(warm, ["/healthz"] * 400)
+            self.openloop(server, warm, args.read_rate, 1, "warm-up")
+            posts = self._file("floor-post")
+            write_post_file(posts, self.corpus.head(int(post_rate * args.openloop_duration)))
+            gets = self._file("floor-get")
+            write_get_file(gets, ["/healthz"] * int(args.read_rate * args.openloop_duration))
+            return [
+                self.openloop(server, posts, post_rate, args.openloop_duration, "bare POST"),
+                self.openloop(server, gets, args.read_rate, args.openloop_duration, "bare GET"),
+            ]
 
     # -- loaded database -------------------------------------------------------------
 
