@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from app.core.config import Settings, SignatureMode
 from app.core.context import AppContext
-from app.core.db import create_engine, create_read_session_factory, create_session_factory
+from app.core.db import create_engine, create_session_factory
 from app.core.errors import FastJSONResponse, install_error_handlers
 from app.core.migrations import head_revision
 from app.health.router import router as health_router
@@ -47,9 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.info("webhook signatures verified with the key from %s", key_provider.source)
         engine = create_engine(active)
         sessions = create_session_factory(engine)
-        app.state.context = AppContext(
-            active, engine, sessions, create_read_session_factory(engine), head_revision()
-        )
+        app.state.context = AppContext(active, engine, sessions, head_revision())
         group_commit = None
         if active.group_commit and engine.dialect.name == "postgresql":
             group_commit = GroupCommitter(engine)

@@ -7,7 +7,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -33,6 +33,23 @@ def note_tested(backend: str) -> None:
     _tested.add(backend)
 
 
+def postgres_unavailable(message: str) -> NoReturn:
+    """Skip the test, or fail it when the run insists on PostgreSQL (CI does)."""
+    if REQUIRE_POSTGRES:
+        pytest.fail(message + " and TRACKHOOK_REQUIRE_POSTGRES=1", pytrace=False)
+    _postgres_skipped.append(message)
+    pytest.skip(message)
+
+
+async def reachable_postgres_admin() -> str:
+    """TEST_DATABASE_URL's server, if it answers (else skip or fail, as above)."""
+    admin = databases.admin_url()
+    reason = await databases.postgres_reachable(admin)
+    if reason is not None:
+        postgres_unavailable(f"PostgreSQL at TEST_DATABASE_URL={admin} is unreachable ({reason})")
+    return admin
+
+
 @pytest.fixture(scope="session")
 def signer() -> Signer:
     return Signer.generate()
@@ -48,14 +65,7 @@ async def database_url(
         _tested.add("sqlite")
         yield url
         return
-    admin = databases.admin_url()
-    reason = await databases.postgres_reachable(admin)
-    if reason is not None:
-        message = f"PostgreSQL at TEST_DATABASE_URL={admin} is unreachable ({reason})"
-        if REQUIRE_POSTGRES:
-            pytest.fail(message + " and TRACKHOOK_REQUIRE_POSTGRES=1", pytrace=False)
-        _postgres_skipped.append(message)
-        pytest.skip(message)
+    admin = await reachable_postgres_admin()
     url = await databases.create_postgres_database(admin)
     await asyncio.to_thread(upgrade_to_head, url)
     _tested.add("postgresql")

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.core.db import Base
 from app.core.migrations import alembic_config, head_revision
-from tests.conftest import BACKENDS, REQUIRE_POSTGRES, note_tested
+from tests.conftest import BACKENDS, note_tested, reachable_postgres_admin
 from tests.support import databases
 
 
@@ -27,12 +27,7 @@ async def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         note_tested("sqlite")
         yield databases.sqlite_url(tmp_path)
         return
-    admin = databases.admin_url()
-    reason = await databases.postgres_reachable(admin)
-    if reason is not None:
-        if REQUIRE_POSTGRES:
-            pytest.fail(f"PostgreSQL unreachable: {reason}", pytrace=False)
-        pytest.skip(f"PostgreSQL unreachable: {reason}")
+    admin = await reachable_postgres_admin()
     url = await databases.create_postgres_database(admin)
     note_tested("postgresql")
     try:

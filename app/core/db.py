@@ -123,15 +123,6 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-def create_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for read-only requests. On PostgreSQL they run in autocommit, which saves
-    the BEGIN and ROLLBACK round trips; a page is one statement, so it sees one snapshot.
-    SQLite keeps its BEGIN IMMEDIATE hook, which must be paired with a COMMIT/ROLLBACK."""
-    if engine.dialect.name != "postgresql":
-        return create_session_factory(engine)
-    return create_session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
-
-
 @asynccontextmanager
 async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection's asyncpg connection itself (statements prepared and cached per

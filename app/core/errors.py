@@ -177,9 +177,6 @@ def response_for_exception(exc: Exception, retry_after_seconds: int) -> FastJSON
 
 
 def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
-    async def on_app_error(_request: Request, exc: Exception) -> FastJSONResponse:
-        return response_for_exception(exc, retry_after_seconds)
-
     async def on_validation_error(_request: Request, exc: Exception) -> FastJSONResponse:
         assert isinstance(exc, RequestValidationError)
         return error_response(422, ValidationFailed.error, field_errors(exc.errors()))
@@ -194,13 +191,13 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
             dict(exc.headers) if exc.headers else None,
         )
 
-    async def on_unexpected(_request: Request, exc: Exception) -> FastJSONResponse:
+    async def on_exception(_request: Request, exc: Exception) -> FastJSONResponse:
         return response_for_exception(exc, retry_after_seconds)
 
-    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(AppError, on_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     # Handlers keyed on these classes run inside the exception middleware, which answers
     # without re-raising; a catch-all `Exception` handler would log every outage as a crash.
     for exc_class in (DatabaseLost, SQLAlchemyError, OSError, TimeoutError, Exception):
-        app.add_exception_handler(exc_class, on_unexpected)
+        app.add_exception_handler(exc_class, on_exception)

@@ -84,5 +84,5 @@ async def open_reader(request: Request) -> AsyncIterator[Reader]:
         async with driver_connection(context.engine) as driver:
             yield PostgresReader(driver)
     else:
-        async with context.read_sessions() as session:
+        async with context.sessions() as session:
             yield SessionReader(session)

@@ -13,8 +13,6 @@ Errors come out exactly as the exception handlers render them (`response_for_exc
 
 from __future__ import annotations
 
-import logging
-
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,8 +25,6 @@ from app.core.errors import (
 )
 from app.webhooks.schemas import WebhookAccepted
 from app.webhooks.service import WebhookIntake
-
-logger = logging.getLogger(__name__)
 
 INTAKE_PATH = "/webhooks/videosdk"
 SIGNATURE_HEADER = "videosdk-signature"

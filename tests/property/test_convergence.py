@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -32,6 +31,7 @@ from app.recordings.lifecycle import FoldResult, RecordingState, Status, TrackEv
 from app.recordings.rebuild import rebuild
 from app.webhooks.schemas import TRACK_WEBHOOK_TYPES
 from app.webhooks.service import fingerprint_of
+from tests.conftest import reachable_postgres_admin
 from tests.property.strategies import (
     CLIENTS,
     Delivery,
@@ -46,7 +46,6 @@ from tests.support.client import WebhookClient
 from tests.support.server import ServerProcess
 from tests.support.signing import Signer
 
-REQUIRE_POSTGRES = os.environ.get("TRACKHOOK_REQUIRE_POSTGRES") == "1"
 SEQUENTIAL_EXAMPLES = 40
 CONCURRENT_EXAMPLES = 15
 MAX_ATTEMPTS = 50  # a sender retries a 503 (nothing committed) like VideoSDK would
@@ -234,13 +233,7 @@ class LiveServer:
 async def live_server(
     signer: Signer, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[LiveServer]:
-    admin = databases.admin_url()
-    reason = await databases.postgres_reachable(admin)
-    if reason is not None:
-        message = f"PostgreSQL at {admin} is unreachable ({reason})"
-        if REQUIRE_POSTGRES:
-            pytest.fail(message + " and TRACKHOOK_REQUIRE_POSTGRES=1", pytrace=False)
-        pytest.skip(message)
+    admin = await reachable_postgres_admin()
     url = await databases.create_postgres_database(admin)
     engine: AsyncEngine | None = None
     process = ServerProcess(

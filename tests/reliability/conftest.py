@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import asyncpg
 import httpx
@@ -20,21 +19,14 @@ from app.recordings.lifecycle import RecordingState, TrackEvent, fold
 from app.recordings.repository import TIMESTAMP_COLUMNS
 from app.webhooks.schemas import TRACK_WEBHOOK_TYPES, track_webhook_adapter
 from app.webhooks.service import fingerprint_of, track_event_of, track_key_of
-from tests.conftest import note_tested
+from tests.conftest import note_tested, postgres_unavailable, reachable_postgres_admin
 from tests.reliability.private_postgres import PostgresUnavailable, PrivatePostgres
 from tests.support import databases
 from tests.support.databases import asyncpg_dsn
 from tests.support.server import ServerProcess
 from tests.support.signing import Signer
 
-REQUIRE_POSTGRES = os.environ.get("TRACKHOOK_REQUIRE_POSTGRES") == "1"
 WEBHOOK_PATH = "/webhooks/videosdk"
-
-
-def _unavailable(message: str) -> NoReturn:
-    if REQUIRE_POSTGRES:
-        pytest.fail(message + " and TRACKHOOK_REQUIRE_POSTGRES=1", pytrace=False)
-    pytest.skip(message)
 
 
 # --- deliveries -------------------------------------------------------------------------
@@ -245,7 +237,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     try:
         cluster = PrivatePostgres()
     except PostgresUnavailable as exc:
-        _unavailable(f"cannot run a private PostgreSQL: {exc}")
+        postgres_unavailable(f"cannot run a private PostgreSQL: {exc}")
     with cluster:
         note_tested("postgresql")
         yield cluster
@@ -254,10 +246,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 @pytest.fixture
 async def shared_database_url() -> AsyncIterator[str]:
     """A fresh, migrated database on the shared server (which these tests never stop)."""
-    admin = databases.admin_url()
-    reason = await databases.postgres_reachable(admin)
-    if reason is not None:
-        _unavailable(f"PostgreSQL at TEST_DATABASE_URL={admin} is unreachable ({reason})")
+    admin = await reachable_postgres_admin()
     url = await databases.create_postgres_database(admin)
     try:
         await asyncio.to_thread(upgrade_to_head, url)
