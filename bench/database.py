@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from app.core.migrations import upgrade_to_head
+from app.ledger.migrations import upgrade_to_head
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
 # What decides whether a 2xx is durable, and what shapes the figures.
@@ -159,6 +160,33 @@ class BenchDatabase:
         ids = [int(row["id"]) for row in rows]
         sessions = list(dict.fromkeys(str(row["session_id"]) for row in rows))
         return ids, sessions
+
+    async def versions(self, ids: Iterable[int]) -> dict[int, int]:
+        """The current `version` of these recordings."""
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            rows = await connection.fetch(
+                "SELECT id, version FROM recordings WHERE id = ANY($1::bigint[])", list(ids)
+            )
+        finally:
+            await connection.close()
+        return {int(row["id"]): int(row["version"]) for row in rows}
+
+    async def feed_share_before(self, recording_id: int) -> float | None:
+        """The share of all recordings that come before this one in the change feed's
+        order, (change_txn, id): where a cursor just before it stands."""
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            share = await connection.fetchval(
+                "SELECT (SELECT count(*) FROM recordings r "
+                "        WHERE (r.change_txn, r.id) < (x.change_txn, x.id))::float8"
+                "       / (SELECT count(*) FROM recordings) "
+                "FROM recordings x WHERE x.id = $1",
+                recording_id,
+            )
+        finally:
+            await connection.close()
+        return None if share is None else round(float(share), 4)
 
 
 def durability_problems(facts: dict[str, str]) -> list[str]:

@@ -4,9 +4,11 @@ send time, so a stall shows in the figures instead of silently slowing the clien
 (no coordinated omission).
 
     python -m bench.openloop --url http://127.0.0.1:8000 --requests FILE --rate 500 \
-        --duration 20 [--header 'Authorization: Bearer x']
+        --duration 20 [--header 'Authorization: Bearer x'] [--answers FILE]
 
 Prints one JSON line: sent, ok, errors, p50/p90/p99/p99.9/max in ms, client lag, CPU.
+With --answers it also writes every answer (request index, scheduled time, the time its
+last byte arrived, status, body) to FILE, for the feed's wake-up part (bench/feed.py).
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class OpenLoop:
         max_connections: int,
         preopen: int,
         timeout: float,
+        keep_answers: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -127,6 +130,10 @@ class OpenLoop:
         self.statuses: Counter[int] = Counter()
         self.failures: Counter[str] = Counter()
         self.first_bad = ""
+        # (index, scheduled, answered, status, body) of each answer, when asked for
+        self.answers: list[tuple[int, float, float, int, bytes]] | None = (
+            [] if keep_answers else None
+        )
 
     async def _open(self) -> Connection:
         self.opened += 1
@@ -149,11 +156,11 @@ class OpenLoop:
     async def _one(self, index: int, raw: bytes, scheduled: float) -> None:
         self.pending[index] = scheduled
         try:
-            await self._exchange(raw, scheduled)
+            await self._exchange(index, raw, scheduled)
         finally:
             del self.pending[index]
 
-    async def _exchange(self, raw: bytes, scheduled: float) -> None:
+    async def _exchange(self, index: int, raw: bytes, scheduled: float) -> None:
         connection: Connection | None = None
         try:
             connection = await self._connection()
@@ -165,6 +172,8 @@ class OpenLoop:
                 connection.close()
             return
         self.statuses[status] += 1
+        if self.answers is not None:
+            self.answers.append((index, scheduled, done, status, body))
         if 200 <= status < 300:
             self.latencies.append(done - scheduled)
         elif not self.first_bad:
@@ -270,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64, help="most connections open")
     parser.add_argument("--preopen", type=int, default=16, help="connections opened up front")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per response")
+    parser.add_argument("--answers", type=Path, help="write every answer to this file (JSON)")
     args = parser.parse_args(argv)
 
     url = urlsplit(args.url)
@@ -287,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         max_connections=args.connections,
         preopen=args.preopen,
         timeout=args.timeout,
+        keep_answers=args.answers is not None,
     )
     try:
         import uvloop
@@ -296,6 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = uvloop.run(client.run())
         result["event_loop"] = "uvloop"
+    if client.answers is not None:
+        args.answers.write_bytes(
+            orjson.dumps(
+                [
+                    [index, scheduled, answered, status, body.decode(errors="replace")]
+                    for index, scheduled, answered, status, body in client.answers
+                ]
+            )
+        )
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0 if result["errors"] == 0 and result["unanswered"] == 0 else 1
 

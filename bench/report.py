@@ -1,5 +1,5 @@
-"""What the benchmark records about its surroundings, the targets of issue 4, and the
-printed summary."""
+"""What the benchmark records about its surroundings, the targets of issues 4, 8 and 9,
+and the printed summary."""
 
 from __future__ import annotations
 
@@ -62,9 +62,13 @@ def _get(data: dict[str, Any], *path: str | int) -> Any:
     return value
 
 
+def _order(run: dict[str, Any]) -> str:
+    return run.get("order") or "spread"  # runs from before the orders existed were spread
+
+
 def targets(results: dict[str, Any], headline_workers: int) -> list[dict[str, Any]]:
-    """Issue 4's targets, each with the measured value and whether it is met (None when
-    the run did not measure it)."""
+    """Issue 4's targets, issue 8's for bursts and issue 9's for the feed's wake-up, each
+    with the measured value and whether it is met (None when the run did not measure it)."""
     out: list[dict[str, Any]] = []
 
     def add(name: str, value: float | None, limit: float, higher_is_better: bool) -> None:
@@ -77,15 +81,16 @@ def targets(results: dict[str, Any], headline_workers: int) -> list[dict[str, An
         )
 
     for ratio in results.get("ratios", []):
-        if ratio["workers"] == headline_workers:
-            add(
-                f"intake/bare at saturation, {ratio['workers']} processes ({ratio['mode']})",
-                ratio["ratio"],
-                0.30,
-                True,
-            )
+        if ratio["workers"] != headline_workers:
+            continue
+        where = f"{ratio['workers']} processes ({ratio['mode']})"
+        if _order(ratio) == "spread":
+            add(f"intake/bare at saturation, {where}", ratio["ratio"], 0.30, True)
+        else:
+            add(f"bursts: intake/bare at saturation, {where}", ratio["ratio"], 0.30, True)
+            add(f"bursts/spread at saturation, {where}", ratio.get("vs_spread"), 0.85, True)
     for run in results.get("openloop_intake", []):
-        if run["rate_per_s"] == 500:
+        if run["rate_per_s"] == 500 and _order(run) == "spread":
             add("intake p99 at 500 webhooks/s (ms)", _get(run, "latency_ms", "p99"), 10.0, False)
     for run in _get(results, "loaded", "reads") or []:
         limit = 3.0 if run["query"] == "get_by_id" else 10.0
@@ -94,6 +99,10 @@ def targets(results: dict[str, Any], headline_workers: int) -> list[dict[str, An
     ratio = _get(results, "loaded", "intake_loaded_vs_empty")
     if ratio is not None:
         add("loaded/empty intake at saturation", ratio, 0.90, True)
+    for run in results.get("feed_wakeup", []):
+        for kind, label in (("long_poll", "long-poll"), ("sse", "SSE")):
+            name = f"feed wake-up p99 at {run['rate_per_s']:g} webhooks/s, {label} (ms)"
+            add(name, _get(run, kind, "latency_ms", "p99"), 100.0, False)
     return out
 
 
@@ -139,6 +148,70 @@ LATENCY_HEADERS = [
 ]  # fmt: skip
 
 
+def _feed_tables(runs: list[dict[str, Any]]) -> list[str]:
+    first = runs[0]
+    out = [
+        f"Change feed wake-up ({first['duration_s']:g} s a rate, open loop; "
+        f"{first['long_poll_consumers']} long-poll consumers of one session each, "
+        f"wait={first['wait_s']:g}; {first['sse_streams']} SSE streams, unfiltered): from a "
+        "webhook's 2xx at the sender to the first answer or event holding its version"
+    ]
+    rows = []
+    for run in runs:
+        for kind, label in (("long_poll", "long-poll"), ("sse", "SSE")):
+            part = run[kind]
+            lat = part["latency_ms"]
+            rows.append([
+                _fmt(run["rate_per_s"], 0), label, _fmt(part["consumers"]), _fmt(part["pairs"]),
+                _fmt(lat.get("p50"), 2), _fmt(lat.get("p90"), 2), _fmt(lat.get("p99"), 2),
+                _fmt(lat.get("max"), 2), _fmt(lat.get("min"), 2), _fmt(part["negative"]),
+                _fmt(part["unobserved"]),
+            ])  # fmt: skip
+    out.append(_table([
+        "rate (webhooks/s)", "consumers", "n", "pairs", "p50 (ms)", "p90 (ms)", "p99 (ms)",
+        "max (ms)", "min (ms)", "negative", "never seen",
+    ], rows))  # fmt: skip
+    out.append(
+        "  (a pair is an applied delivery and a consumer that should see it; negative: the "
+        "consumer had it before the sender had the 2xx)"
+    )
+    rows = []
+    for run in runs:
+        intake, client, cpu = run["intake"], run["client"], run["intake"]["cpu"]
+        order = run["apply_order"]
+        rows.append([
+            _fmt(run["rate_per_s"], 0), _fmt(intake.get("achieved_per_s")),
+            _fmt(_get(intake, "latency_ms", "p50"), 2), _fmt(_get(intake, "latency_ms", "p99"), 2),
+            _fmt(run["applied"]),
+            f"{order['in_flight_together']}/{order['answered_out_of_apply_order']}",
+            _fmt(_get(client, "sender_lag_ms", "p99"), 2), _fmt(client["sender_cores"], 2),
+            _fmt(_get(client, "consumers_loop_lag_ms", "p99"), 2),
+            _fmt(_get(client, "consumers_loop_lag_ms", "max"), 2),
+            _fmt(client["consumers_cores"], 2), _fmt(cpu["server_cores"], 2),
+            _fmt(cpu["postgres_cores_all_databases"], 2), _fmt(cpu["other_processes_cores"], 2),
+        ])  # fmt: skip
+    out.append(_table([
+        "rate", "achieved", "intake p50 (ms)", "intake p99 (ms)", "applied",
+        "in flight together/answered out of order", "sender lag p99 (ms)", "sender (cores)",
+        "consumers lag p99 (ms)", "consumers lag max (ms)", "consumers (cores)",
+        "server (cores)", "postgres (cores)", "others (cores)",
+    ], rows))  # fmt: skip
+    for run in runs:
+        h = run.get("horizon") or {}
+        others = h.get("other_databases_longest") or [{}]
+        ours = h.get("this_database_longest") or [{}]
+        out.append(
+            f"  {_fmt(run['rate_per_s'], 0)}/s: what held the feed's horizon: "
+            f"{_fmt(h.get('other_databases_transactions'))} write transactions of other "
+            f"databases (longest {_fmt(others[0].get('open_at_least_ms'), 0)} ms, "
+            f"{others[0].get('database', '-')}; one older than 100 ms open "
+            f"{_fmt(h.get('held_back_share'), 3)} of the time), this database's longest "
+            f"{_fmt(ours[0].get('open_at_least_ms'), 0)} ms; the horizon passed the last "
+            f"change {_fmt(h.get('passed_last_change_after_s'), 2)} s after the sending"
+        )
+    return out
+
+
 def summary(results: dict[str, Any]) -> str:
     out: list[str] = []
     m, v, pg = results["machine"], results["versions"], results["postgres"]
@@ -179,7 +252,8 @@ def summary(results: dict[str, Any]) -> str:
                 str(p["connections_max"]) for p in cpu["per_process"] if p["connections_max"]
             )
             rows.append([
-                run["target"], run["mode"], str(run["workers"]), _fmt(run["rate_per_s"]),
+                run["target"], run.get("order") or "-", run["mode"], str(run["workers"]),
+                _fmt(run["rate_per_s"]),
                 _fmt(run["errors"]), _fmt(run["latency_closed_loop_ms"].get("p50"), 1),
                 _fmt(run["latency_closed_loop_ms"].get("p99"), 1), _fmt(cpu["server_cores"], 2),
                 _fmt(cpu["postgres_cores_all_databases"], 2), _fmt(cpu["loadgen_cores"], 2),
@@ -187,7 +261,7 @@ def summary(results: dict[str, Any]) -> str:
                 "yes" if run["corpus_wrapped"] else "no",
             ])  # fmt: skip
         out.append(_table([
-            "target", "mode", "procs", "rate (req/s)", "errors", "p50 (ms)", "p99 (ms)",
+            "target", "order", "mode", "procs", "rate (req/s)", "errors", "p50 (ms)", "p99 (ms)",
             "server (cores)", "postgres (cores)", "wrk (cores)", "others (cores)",
             "conns/process", "wrapped",
         ], rows))  # fmt: skip
@@ -197,11 +271,36 @@ def summary(results: dict[str, Any]) -> str:
         out.append("")
         out.append("Intake vs bare FastAPI endpoint (same uvicorn settings, same wrk script)")
         rows = [
-            [str(r["workers"]), r["mode"], _fmt(r["intake_per_s"]), _fmt(r["bare_per_s"]),
-             _fmt(r["ratio"], 3)]
+            [str(r["workers"]), r["mode"], _order(r), _fmt(r["intake_per_s"]),
+             _fmt(r["bare_per_s"]), _fmt(r["ratio"], 3), _fmt(r.get("vs_spread"), 3)]
             for r in ratios
         ]  # fmt: skip
-        out.append(_table(["procs", "mode", "intake (webhooks/s)", "bare (req/s)", "ratio"], rows))
+        out.append(_table([
+            "procs", "mode", "order", "intake (webhooks/s)", "bare (req/s)", "ratio",
+            "bursts/spread",
+        ], rows))  # fmt: skip
+    arrived = [run for run in sat if run.get("arrivals")]
+    if arrived:
+        out.append("")
+        out.append(
+            "How each track's deliveries arrived (log rows of the measured run; tracks with "
+            "more than one): first to last arrival, and the share committed in one "
+            "transaction with another of their track"
+        )
+        rows = []
+        for run in arrived:
+            a = run["arrivals"]
+            rows.append([
+                _order(run), run["mode"], str(run["workers"]), _fmt(a["tracks_with_several"]),
+                _fmt(a["their_deliveries"]), _fmt(_get(a, "first_to_last_ms", "p50"), 1),
+                _fmt(_get(a, "first_to_last_ms", "p90"), 1),
+                _fmt(_get(a, "first_to_last_ms", "p99"), 1),
+                _fmt(a["committed_with_own_track_share"], 3),
+            ])  # fmt: skip
+        out.append(_table([
+            "order", "mode", "procs", "tracks", "their deliveries", "p50 (ms)", "p90 (ms)",
+            "p99 (ms)", "same commit",
+        ], rows))  # fmt: skip
 
     ol = results.get("openloop_intake", [])
     if ol:
@@ -226,6 +325,11 @@ def summary(results: dict[str, Any]) -> str:
         )
         out.append(_table(["what", *LATENCY_HEADERS], _latency_rows(floor, "what")))
 
+    feed = results.get("feed_wakeup", [])
+    if feed:
+        out.append("")
+        out.extend(_feed_tables(feed))
+
     loaded = results.get("loaded")
     if loaded:
         load = loaded["load"]
@@ -239,6 +343,17 @@ def summary(results: dict[str, Any]) -> str:
             f"{_fmt(load['overall_rows_per_s'])} rows/s overall)"
         )
         out.append(_table(["query", *LATENCY_HEADERS], _latency_rows(loaded["reads"], "query")))
+        changes = loaded.get("changes_reads", [])
+        if changes:
+            middle: dict[str, Any] = next(
+                (r["cursor_position"] for r in changes if "cursor_position" in r), {}
+            )
+            out.append(
+                "  the change feed's pages (limit 100; the middle cursor, walked in "
+                f"{_fmt(middle.get('pages_walked'))} filtered pages, has "
+                f"{_fmt(middle.get('share_of_feed_before'), 3)} of the recordings before it):"
+            )
+            out.append(_table(["query", *LATENCY_HEADERS], _latency_rows(changes, "query")))
         intake = loaded.get("intake")
         if intake:
             out.append(
@@ -250,7 +365,7 @@ def summary(results: dict[str, Any]) -> str:
     tgs = results.get("targets", [])
     if tgs:
         out.append("")
-        out.append("Targets (issue 4)")
+        out.append("Targets (issues 4, 8 and 9)")
         verdicts = {True: "met", False: "MISSED", None: "-"}
         rows = [
             [

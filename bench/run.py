@@ -2,15 +2,21 @@
 
 1. saturation: wrk against the service and against a bare FastAPI app with the same
    uvicorn settings, for each process count, as `uvicorn --workers N` and as N processes
-   on one SO_REUSEPORT port; the headline is the ratio intake/bare;
-2. open-loop latency of the intake at fixed rates, and of the query API at a fixed rate;
-3. the same queries and intake saturation once 1M recordings and 10M events are loaded.
+   on one SO_REUSEPORT port, and for each delivery order (tracks spread out, or each
+   track's deliveries in one burst); the headline is the ratio intake/bare;
+2. open-loop latency of the intake at fixed rates (and of bursts at one), and of the
+   query API at a fixed rate;
+3. the change feed's wake-up latency: open-loop intake while long-poll consumers and
+   SSE streams follow the feed, from each webhook's 2xx to each consumer's sighting;
+4. the same queries, the change feed's pages, and intake saturation once 1M recordings
+   and 10M events are loaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import secrets
 import shutil
@@ -19,18 +25,32 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
+from app.ledger.feed import SCAN_BUDGET
 from bench import report
+from bench.arrivals import arrivals, last_event_id
 from bench.database import DEFAULT_SERVER, BenchDatabase, durability_problems, plain_dsn, redact
+from bench.feed import answered_recordings, pick_sessions, session_of, wakeups
+from bench.horizon import HELD_BACK_MS, HorizonWatch, wait_for_horizon
 from bench.loader import SchemaChanged, load
-from bench.procstat import Window
+from bench.openloop import summarise
+from bench.procstat import Window, cpu_seconds
 from bench.servers import MODES, PROJECT_ROOT, Server, uvicorn_settings
-from bench.workload import Corpus, write_get_file, write_post_file
+from bench.workload import (
+    ORDERS,
+    Corpus,
+    Delivery,
+    deal_bursts,
+    write_get_file,
+    write_post_file,
+)
 from bench.wrk import INSTALL_HINT, WrkRun, run_wrk, wrk_path, wrk_version
 
 EXIT_FAILED_RUN = 1
@@ -54,6 +74,14 @@ DEFAULTS = {
 }
 BARE_CORPUS = 20_000
 FIRST_GUESS_PER_S = 2_000.0  # intake rate assumed before any has been measured
+# The change feed's wake-up part (issue 9): who follows the feed while webhooks come in.
+FEED_LONG_POLLS = 50  # each follows one session with wait=FEED_WAIT_S
+FEED_STREAMS = 10  # unfiltered SSE streams
+FEED_WAIT_S = 30.0
+FEED_GRACE_S = 5.0  # once every change is readable, before one still unseen counts as missed
+FEED_SETTLE_LIMIT_S = 60.0  # how long to wait for another transaction to let the feed move
+FEED_PAGE = 100  # the page size of the loaded part's feed reads
+NO_SUCH_SESSION = "bench-no-such-session"  # a filter nothing matches: a page only moves on
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,10 +97,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--duration", type=float, help="seconds measured per saturation run (20)")
     p.add_argument("--warmup", type=float, help="seconds of warm-up before each (5)")
+    p.add_argument(
+        "--order",
+        default=",".join(ORDERS),
+        help="delivery orders for the intake saturation runs: 'spread' (tracks interleaved) "
+        "and/or 'bursts' (each track's deliveries back to back); default both",
+    )
     p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     p.add_argument("--rates", default="200,500,1000", help="open-loop intake rates, webhooks/s")
     p.add_argument("--read-rate", type=float, default=300.0, help="open-loop query rate, req/s")
+    p.add_argument(
+        "--feed-rates",
+        default="200,500",
+        help="intake rates of the change feed's wake-up part, webhooks/s; '' skips the part",
+    )
     p.add_argument("--openloop-duration", type=float, help="seconds per open-loop rate (20)")
     p.add_argument(
         "--latency-workers",
@@ -113,6 +152,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown mode(s) {sorted(unknown)}; choose from {MODES}")
     args.rate_list = [float(x) for x in args.rates.split(",") if x.strip()]
+    args.feed_rate_list = [float(x) for x in args.feed_rates.split(",") if x.strip()]
+    args.order_list = [o.strip() for o in args.order.split(",") if o.strip()]
+    unknown = set(args.order_list) - set(ORDERS)
+    if unknown or not args.order_list:
+        p.error(f"unknown order(s) {sorted(unknown)}; choose from {ORDERS}")
     return args
 
 
@@ -142,8 +186,9 @@ class Bench:
         self.commands: list[list[str]] = []
         self.results: dict[str, Any] = {}
         self.database: BenchDatabase | None = None
-        self.corpus: Corpus | None = None
-        self.last_intake_rate = FIRST_GUESS_PER_S
+        self.corpus: Corpus | None = None  # spread: the open-loop, loaded and bare parts
+        self.corpora: dict[str, Corpus] = {}  # by order; all signed with one key
+        self.last_intake_rate = dict.fromkeys(ORDERS, FIRST_GUESS_PER_S)
         self._files = 0
 
     # -- helpers ---------------------------------------------------------------------
@@ -151,6 +196,15 @@ class Bench:
     def _file(self, stem: str) -> Path:
         self._files += 1
         return self.workdir / f"{self._files:03d}-{stem}.tsv"
+
+    def _write_intake(self, path: Path, order: str, count: int, threads: int = 1) -> None:
+        """The next `count` deliveries of that order, for a client with `threads` threads
+        (wrk's). Each burst goes whole to one wrk thread (workload.deal_bursts), whose
+        connections then send it together; the open-loop client sends the file in order."""
+        deliveries: list[Delivery] = self.corpora[order].take(count)
+        if order == "bursts":
+            deliveries = deal_bursts(deliveries, threads)
+        write_post_file(path, deliveries)
 
     def _intake_env(self) -> dict[str, str]:
         assert self.database is not None and self.corpus is not None
@@ -184,38 +238,44 @@ class Bench:
             headers=[],
         )
 
-    def saturation(self, target: str, mode: str, workers: int) -> dict[str, Any]:
-        assert self.corpus is not None
+    def saturation(
+        self, target: str, mode: str, workers: int, order: str = "spread"
+    ) -> dict[str, Any]:
+        assert self.corpus is not None and self.database is not None
         args = self.args
+        name = f"{target} {mode} x{workers}" + (f" {order}" if target == "intake" else "")
+        first_id = 0
         with self._server(target, mode, workers) as server:
             if target == "bare":
                 warm_file = measure_file = self._file("bare")
                 write_post_file(measure_file, self.corpus.head(BARE_CORPUS))
             else:
-                warm_file = self._file("intake-warmup")
-                guess = self.last_intake_rate
-                write_post_file(warm_file, self.corpus.take(int(guess * args.warmup) + 500))
+                warm_file = self._file(f"intake-{order}-warmup")
+                guess = self.last_intake_rate[order]
+                self._write_intake(warm_file, order, int(guess * args.warmup) + 500, args.threads)
             warm = self._wrk(server, warm_file, args.warmup)
             if warm.errors:
-                self._fail(f"{target} {mode} x{workers} warm-up: {warm.errors} errors, "
+                self._fail(f"{name} warm-up: {warm.errors} errors, "
                            f"first: {warm.first_bad}")  # fmt: skip
             if target == "intake":
                 # Enough fresh deliveries that the measured run need not wrap (50% margin).
-                rate = max(warm.rate, self.last_intake_rate * 0.5, 100.0)
-                measure_file = self._file("intake")
+                rate = max(warm.rate, self.last_intake_rate[order] * 0.5, 100.0)
+                measure_file = self._file(f"intake-{order}")
                 size = int(rate * args.duration * 1.5) + 1000
-                write_post_file(measure_file, self.corpus.take(size))
+                self._write_intake(measure_file, order, size, args.threads)
+                first_id = asyncio.run(last_event_id(self.database.dsn))
             window = Window(server.roots(), server.port).start()
             run = self._wrk(server, measure_file, args.duration)
             window.stop()
         self.commands.extend(server.commands)
         self.commands.append(run.command)
         if target == "intake":
-            self.last_intake_rate = run.rate
+            self.last_intake_rate[order] = run.rate
         record: dict[str, Any] = {
             "target": target,
             "mode": mode,
             "workers": workers,
+            "order": order if target == "intake" else None,
             "rate_per_s": round(run.rate, 1),
             "unit": "webhooks/s (2xx)" if target == "intake" else "requests/s (2xx)",
             "ok": run.ok,
@@ -233,18 +293,37 @@ class Bench:
             "wrk_command": run.command,
         }
         if run.errors:
-            self._fail(f"{target} {mode} x{workers}: {run.errors} errors, first: {run.first_bad}")
+            self._fail(f"{name}: {run.errors} errors, first: {run.first_bad}")
         if record["corpus_wrapped"]:
             self.warnings.append(
-                f"intake {mode} x{workers}: wrk went round its {run.corpus:,} deliveries, so "
+                f"{name}: wrk went round its {run.corpus:,} deliveries, so "
                 "part of the run replayed them (more duplicates/restarts than designed)"
             )
         log(
-            f"  {target} {mode} x{workers}: {run.rate:,.0f} /s, {run.errors} errors, "
+            f"  {name}: {run.rate:,.0f} /s, {run.errors} errors, "
             f"server {record['cpu']['server_cores']} cores, wrk {record['cpu']['loadgen_cores']} "
             f"cores, others {record['cpu']['other_processes_cores']} cores"
         )
+        if target == "intake":
+            record["arrivals"] = self._arrivals(name, first_id)
         return record
+
+    def _arrivals(self, name: str, first_id: int) -> dict[str, Any] | None:
+        """How close each track's deliveries came in that run, and how many shared a
+        commit with another of their track (bench/arrivals.py). Outside the measured time."""
+        assert self.database is not None
+        try:
+            found = asyncio.run(arrivals(self.database.dsn, first_id))
+        except Exception as exc:  # a figure for information; the log's schema may change
+            self.warnings.append(f"{name}: arrivals not measured: {type(exc).__name__}: {exc}")
+            return None
+        span = found["first_to_last_ms"]
+        log(
+            f"    a track's deliveries arrived within p50 {span.get('p50')} ms, p90 "
+            f"{span.get('p90')} ms; {found['committed_with_own_track_share']} of them "
+            "committed with another of their track"
+        )
+        return found
 
     def saturation_phase(self) -> None:
         runs: list[dict[str, Any]] = []
@@ -252,32 +331,51 @@ class Bench:
         for workers in self.args.worker_counts:
             modes = self.args.mode_list if workers > 1 else self.args.mode_list[:1]
             for mode in modes:
-                # Bare and intake back to back, so the ratio sees the same machine.
+                # Bare and intake (each order) back to back, so the ratios see the same machine.
                 bare = self.saturation("bare", mode, workers)
-                intake = self.saturation("intake", mode, workers)
-                runs.extend([bare, intake])
-                ratios.append({
-                    "workers": workers,
-                    "mode": mode,
-                    "intake_per_s": intake["rate_per_s"],
-                    "bare_per_s": bare["rate_per_s"],
-                    "ratio": round(intake["rate_per_s"] / bare["rate_per_s"], 4)
-                    if bare["rate_per_s"]
-                    else None,
-                })  # fmt: skip
+                runs.append(bare)
+                rows: dict[str, dict[str, Any]] = {}
+                for order in self.args.order_list:
+                    intake = self.saturation("intake", mode, workers, order)
+                    runs.append(intake)
+                    rate, bare_rate = intake["rate_per_s"], bare["rate_per_s"]
+                    rows[order] = {
+                        "workers": workers,
+                        "mode": mode,
+                        "order": order,
+                        "intake_per_s": rate,
+                        "bare_per_s": bare_rate,
+                        "ratio": round(rate / bare_rate, 4) if bare_rate else None,
+                    }
+                if "bursts" in rows and rows.get("spread", {}).get("intake_per_s"):
+                    rows["bursts"]["vs_spread"] = round(
+                        rows["bursts"]["intake_per_s"] / rows["spread"]["intake_per_s"], 4
+                    )
+                ratios.extend(rows.values())
         self.results["saturation"] = runs
         self.results["ratios"] = ratios
 
     # -- open loop -------------------------------------------------------------------
 
     def openloop(
-        self, server: Server, requests_file: Path, rate: float, duration: float, what: str
+        self,
+        server: Server,
+        requests_file: Path,
+        rate: float,
+        duration: float,
+        what: str,
+        extra: Sequence[str] = (),
+        companions: Sequence[int] = (),
     ) -> dict[str, Any]:
+        """One open-loop client run. `companions` are other client processes running
+        meanwhile (the feed's consumers): their CPU counts as the load generator's too."""
         command = [
             sys.executable, "-m", "bench.openloop", "--url", server.base_url,
             "--requests", str(requests_file), "--rate", f"{rate:g}",
             "--duration", f"{duration:g}", "--header", f"Authorization: Bearer {self.token}",
+            *extra,
         ]  # fmt: skip
+        companions_before = {pid: cpu_seconds(pid) for pid in companions}
         window = Window(server.roots(), server.port).start()
         done = subprocess.run(
             command,
@@ -288,6 +386,7 @@ class Bench:
             timeout=duration + 120,
         )
         window.stop()
+        companions_cpu = sum(cpu_seconds(pid) - cpu for pid, cpu in companions_before.items())
         quiesce(server)
         lines = done.stdout.strip().splitlines()
         if not lines:
@@ -300,7 +399,10 @@ class Bench:
         self.commands.append(shown)
         result["what"] = what
         result["command"] = shown
-        result["cpu"] = window.summary(result["client_cpu_s"])
+        result["cpu"] = window.summary(result["client_cpu_s"] + companions_cpu)
+        if companions:
+            result["companions_cpu_s"] = round(companions_cpu, 3)
+            result["companions_cores"] = round(companions_cpu / max(window.wall_s, 1e-9), 3)
         if result["unanswered"]:
             self.warnings.append(
                 f"open-loop {what} at {rate:g}/s: {result['unanswered']} requests were still "
@@ -329,6 +431,16 @@ class Bench:
             path = self._file(f"openloop-{rate:g}")
             write_post_file(path, self.corpus.take(int(rate * args.openloop_duration)))
             runs.append(self.openloop(server, path, rate, args.openloop_duration, "intake"))
+            runs[-1]["order"] = "spread"
+        if "bursts" in args.order_list:
+            # One rate of bursts: in file order, so a track's deliveries go out one send
+            # interval apart (2 ms at 500/s), each on whichever connection is free.
+            rate = 500.0 if 500.0 in args.rate_list else max(args.rate_list)
+            path = self._file(f"openloop-bursts-{rate:g}")
+            self._write_intake(path, "bursts", int(rate * args.openloop_duration))
+            run = self.openloop(server, path, rate, args.openloop_duration, "intake bursts")
+            run["order"] = "bursts"
+            runs.append(run)
         return runs
 
     def reads(self, server: Server, ids: list[int], sessions: list[str]) -> list[dict[str, Any]]:
@@ -353,6 +465,69 @@ class Bench:
             run["example"] = paths[0]
             runs.append(run)
         return runs
+
+    def changes_reads(
+        self, server: Server, sessions: list[str], recordings: int
+    ) -> list[dict[str, Any]]:
+        """`GET /v1/changes` pages on the loaded database: from the beginning, from the
+        middle of the feed, from `now`, and filtered by session from the beginning."""
+        args = self.args
+        if not sessions:
+            return []
+        middle = self._middle_cursor(server, recordings)
+        queries = {
+            "changes_from_beginning": [f"/v1/changes?limit={FEED_PAGE}"],
+            "changes_from_middle": [f"/v1/changes?limit={FEED_PAGE}&cursor={middle['cursor']}"],
+            "changes_from_now": [f"/v1/changes?limit={FEED_PAGE}&cursor=now"],
+            "changes_by_session_from_beginning": [
+                f"/v1/changes?sessionId={s}&limit={FEED_PAGE}" for s in sessions
+            ],
+        }
+        warm = self._file("changes-warmup")
+        write_get_file(warm, [p for paths in queries.values() for p in paths[:100]])
+        self.openloop(server, warm, args.read_rate, 2, "warm-up")
+        runs = []
+        for query, paths in queries.items():
+            path = self._file(query)
+            write_get_file(path, paths)
+            run = self.openloop(server, path, args.read_rate, args.openloop_duration, query)
+            run["query"] = query
+            run["example"] = paths[0]
+            if query == "changes_from_middle":
+                run["cursor_position"] = middle
+            runs.append(run)
+        return runs
+
+    def _middle_cursor(self, server: Server, recordings: int) -> dict[str, Any]:
+        """A cursor half-way through the feed, from the API: a filtered page moves the
+        cursor past up to SCAN_BUDGET changes it looked at, matching or not, so pages of a
+        filter nothing matches walk the feed cheaply. Where it landed is checked in the
+        database (the share of recordings before the first one it returns)."""
+        assert self.database is not None
+        pages = max(1, math.ceil(recordings / 2 / SCAN_BUDGET))
+        started = time.monotonic()
+        params: dict[str, str | int] = {"sessionId": NO_SUCH_SESSION, "limit": SCAN_BUDGET}
+        with httpx.Client(
+            base_url=server.base_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60
+        ) as api:
+            for _ in range(pages):
+                page = api.get("/v1/changes", params=params)
+                page.raise_for_status()
+                params["cursor"] = page.json()["nextCursor"]
+            first = api.get("/v1/changes", params={"cursor": params["cursor"], "limit": 1})
+            first.raise_for_status()
+        items = first.json()["items"]
+        share = asyncio.run(self.database.feed_share_before(int(items[0]["id"]))) if items else None
+        found = {
+            "cursor": str(params["cursor"]),
+            "pages_walked": pages,
+            "walk_s": round(time.monotonic() - started, 2),
+            "next_recording": items[0]["id"] if items else None,
+            "share_of_feed_before": share,
+        }
+        log(f"  a cursor in the middle of the feed: {pages} pages walked in {found['walk_s']} s, "
+            f"{share} of the recordings before it")  # fmt: skip
+        return found
 
     def openloop_phase(self) -> None:
         assert self.database is not None
@@ -384,6 +559,150 @@ class Bench:
                 self.openloop(server, posts, post_rate, args.openloop_duration, "bare POST"),
                 self.openloop(server, gets, args.read_rate, args.openloop_duration, "bare GET"),
             ]
+
+    # -- the change feed's wake-up latency --------------------------------------------
+
+    def feed_phase(self) -> None:
+        """For each rate, on a server of its own: a long-poll request whose consumer has
+        gone stays registered until its wait is up, so a server shared between rates would
+        carry the last rate's abandoned waiters into the next."""
+        assert self.corpus is not None
+        runs = []
+        for rate in self.args.feed_rate_list:
+            with self._server("intake", "workers", self.args.latency_workers) as server:
+                self.commands.extend(server.commands)
+                warm = self._file("feed-warmup")
+                write_post_file(warm, self.corpus.take(int(rate * 2)))
+                self.openloop(server, warm, rate, 2, "warm-up")
+                runs.append(self.feed_wakeup(server, rate))
+        self.results["feed_wakeup"] = runs
+
+    def feed_wakeup(self, server: Server, rate: float) -> dict[str, Any]:
+        """Open-loop intake of the next slice of the spread corpus while FEED_LONG_POLLS
+        long-poll consumers (one session of the slice each) and FEED_STREAMS SSE streams
+        follow the feed (bench/feed.py); each applied delivery's 2xx is matched to the
+        first time each consumer that should see it held its recording at that version."""
+        assert self.corpus is not None and self.database is not None
+        args = self.args
+        deliveries = self.corpus.take(int(rate * args.openloop_duration))
+        sessions = [session_of(d) for d in deliveries]
+        followed = pick_sessions(sessions, FEED_LONG_POLLS)
+        requests = self._file(f"feed-{rate:g}")
+        write_post_file(requests, deliveries)
+        stem = self.workdir / f"feed-{rate:g}"
+        config = stem.with_suffix(".config.json")
+        config.touch(mode=0o600)  # it holds the API token
+        config.write_bytes(orjson.dumps({
+            "url": server.base_url, "token": self.token, "sessions": followed,
+            "streams": FEED_STREAMS, "wait": FEED_WAIT_S,
+        }))  # fmt: skip
+        seen_file, answers_file = stem.with_suffix(".seen.json"), stem.with_suffix(".answers.json")
+        command = [sys.executable, "-m", "bench.feed", "--config", str(config),
+                   "--out", str(seen_file)]  # fmt: skip
+        self.commands.append(command)
+        log(f"  feed at {rate:g}/s: {FEED_LONG_POLLS} long-polls, {FEED_STREAMS} streams")
+        with stem.with_suffix(".log").open("wb") as consumer_log:
+            consumers = subprocess.Popen(
+                command, cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=consumer_log, text=True,
+            )  # fmt: skip
+        try:
+            assert consumers.stdin is not None and consumers.stdout is not None
+            if consumers.stdout.readline().strip() != "ready":
+                consumers.wait(timeout=30)
+                raise RuntimeError(
+                    f"the feed's consumers did not start ({consumers.returncode}): "
+                    + stem.with_suffix(".log").read_text(errors="replace")[-2000:]
+                )
+            config.unlink()  # read by now
+            horizon = HorizonWatch(self.database.dsn).start()
+            try:
+                sender = self.openloop(
+                    server, requests, rate, args.openloop_duration, "intake, feed followed",
+                    extra=["--answers", str(answers_file)], companions=[consumers.pid],
+                )  # fmt: skip
+            finally:
+                horizon.stop()
+            # Only changes the feed can serve count: wait until no older transaction of the
+            # cluster holds the last one back, then give the consumers FEED_GRACE_S.
+            settled = asyncio.run(wait_for_horizon(self.database.dsn, FEED_SETTLE_LIMIT_S))
+            time.sleep(FEED_GRACE_S)
+            consumers.communicate("stop\n", timeout=60)
+        finally:
+            if consumers.poll() is None:
+                consumers.kill()
+                consumers.wait()
+        seen: dict[str, Any] = orjson.loads(seen_file.read_bytes())
+        answers: list[list[Any]] = orjson.loads(answers_file.read_bytes())
+        finals = asyncio.run(self.database.versions(answered_recordings(answers)))
+        found = wakeups(sessions, answers, seen, finals)
+        # The consumers' loop lag while the deliveries came in (not the idle grace after).
+        first = min((a[1] for a in answers), default=0.0)
+        last = max((a[2] for a in answers), default=0.0)
+        lags = [lag for probed, lag in seen["lags"] if first <= probed <= last]
+        per_session = sorted(sessions.count(s) for s in followed)
+        record: dict[str, Any] = {
+            "rate_per_s": rate,
+            "duration_s": args.openloop_duration,
+            "long_poll_consumers": FEED_LONG_POLLS,
+            "sse_streams": FEED_STREAMS,
+            "wait_s": FEED_WAIT_S,
+            "grace_s": FEED_GRACE_S,
+            "followed_sessions": {
+                "sessions": len(followed),
+                "deliveries_min": per_session[0] if per_session else 0,
+                "deliveries_median": per_session[len(per_session) // 2] if per_session else 0,
+                "deliveries_total": sum(per_session),
+            },
+            "intake": sender,
+            "horizon": {**horizon.summary(), "passed_last_change_after_s": settled},
+            **found,
+            "client": {
+                "sender_cores": sender["client_cores"],
+                "sender_lag_ms": sender["client_lag_ms"],
+                "consumers_cores": sender.get("companions_cores"),
+                "consumers_loop_lag_ms": summarise(lags),
+                "consumers_event_loop": seen.get("event_loop"),
+            },
+            "consumer_errors": seen["errors"],
+            "consumer_first_error": seen["first_error"],
+            "consumer_command": command,
+        }
+        name = f"feed wake-up at {rate:g}/s"
+        if seen["errors"] or consumers.returncode:
+            self._fail(f"{name}: the consumers had errors {seen['errors']} "
+                       f"(exit {consumers.returncode}), first: {seen['first_error']}")  # fmt: skip
+        if found["unobserved"]:
+            self._fail(
+                f"{name}: {found['unobserved']} (delivery, consumer) pairs never seen "
+                f"{FEED_GRACE_S:g} s after every change was readable, "
+                f"e.g. {found['unobserved_examples'][:2]}"
+            )
+        held = record["horizon"]["other_databases_longest"]
+        if held and held[0]["open_at_least_ms"] > HELD_BACK_MS:
+            self.warnings.append(
+                f"{name}: a transaction of another database ({held[0]['database']}) was open "
+                f"for at least {held[0]['open_at_least_ms']:,.0f} ms while the webhooks came "
+                "in; it holds back the feed of every database of the cluster, so the wake-up "
+                "figures include that wait: measure on a PostgreSQL nothing else writes to"
+            )
+        if settled is None:
+            self.warnings.append(
+                f"{name}: {FEED_SETTLE_LIMIT_S:g} s after the sending, a transaction still "
+                "held the feed's horizon behind the run's last change"
+            )
+        order = found["apply_order"]
+        if order["version_base_inconsistent"]:
+            self.warnings.append(
+                f"{name}: {order['version_base_inconsistent']} recordings had fewer versions "
+                "in the table than applied answers in the run"
+            )
+        for kind in ("long_poll", "sse"):
+            lat = found[kind]["latency_ms"]
+            log(f"    {kind}: p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms, max "
+                f"{lat.get('max')} ms over {found[kind]['observed']:,} pairs, "
+                f"{found[kind]['unobserved']} never seen")  # fmt: skip
+        return record
 
     # -- loaded database -------------------------------------------------------------
 
@@ -422,6 +741,7 @@ class Bench:
         with self._server("intake", "workers", args.latency_workers) as server:
             self.commands.extend(server.commands)
             section["reads"] = self.reads(server, ids, sessions)
+            section["changes_reads"] = self.changes_reads(server, sessions, counts["recordings"])
         asyncio.run(self.database.checkpoint())
         section["intake"] = self.saturation("intake", "workers", args.latency_workers)
         if empty["rate_per_s"]:
@@ -479,8 +799,15 @@ class Bench:
             cache = None if args.no_cache else PROJECT_ROOT / "bench" / "results" / ".cache"
             with Corpus(args.seed, cache, log) as corpus:
                 self.corpus = corpus
+                self.corpora["spread"] = corpus
+                if "bursts" in args.order_list:
+                    self.corpora["bursts"] = Corpus(
+                        args.seed, cache, log, order="bursts", signer=corpus.signer
+                    )
                 self.saturation_phase()
                 self.openloop_phase()
+                if args.feed_rate_list:
+                    self.feed_phase()
                 if not args.skip_loaded:
                     self.loaded_phase()
         except KeyboardInterrupt:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+# The tests' server helper starts real server processes too; one free_port for both.
+from tests.support.server import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 APPS = {"intake": "app.main:app", "bare": "bench.bare_app:app"}
@@ -38,13 +40,6 @@ def uvicorn_settings() -> dict[str, str | int | bool]:
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         "backlog": BACKLOG,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

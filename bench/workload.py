@@ -2,7 +2,9 @@
 
 The stream interleaves thousands of tracks at once, as a busy account would: many sessions
 and participants, the four kinds, full lifecycles (starting, started, stopping, stopped with
-one or two files), exact duplicates, reorders, restarts and the odd failure.
+one or two files), exact duplicates, reorders, restarts and the odd failure. That order is
+`spread`; in the `bursts` order each track's deliveries come back to back instead, as when
+-starting and -started arrive within milliseconds or a retry storm repeats one at once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ REORDER_SHARE = 0.05  # started before starting, or stopped before stopping
 RESTART_SHARE = 0.05  # a second start-to-stop run of the same track
 FAILED_SHARE = 0.01  # a run that ends in -failed instead of -stopping/-stopped
 _ALNUM = string.ascii_lowercase + string.digits
+ORDERS = ("spread", "bursts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,78 @@ class WebhookStream:
         }
 
 
+class BurstStream(WebhookStream):
+    """The same sessions and tracks, in bursts: a track's deliveries (its runs, with the
+    exact duplicates right after their originals) back to back, then another track's.
+    The pool of live tracks only shuffles which track comes next."""
+
+    def __init__(self, seed: int, active_tracks: int = 3000) -> None:
+        super().__init__(seed, active_tracks)
+        self._rest: deque[bytes] = deque()  # what `take(count)` cut off the last burst
+
+    def take(self, count: int) -> list[bytes]:
+        out: list[bytes] = []
+        rng = self._rng
+        while len(out) < count:
+            if not self._rest:
+                while len(self._active) < self._target:
+                    self._active.extend(self._new_session())
+                index = rng.randrange(len(self._active))
+                track = self._active[index]
+                self._active[index] = self._active[-1]
+                self._active.pop()
+                while track.pending:
+                    body = track.pending.popleft()
+                    self._rest.append(body)
+                    if rng.random() < DUPLICATE_SHARE:
+                        track.pending.appendleft(body)
+            while self._rest and len(out) < count:
+                out.append(self._rest.popleft())
+        self.emitted += len(out)
+        return out
+
+
+def make_stream(order: str, seed: int) -> WebhookStream:
+    if order == "spread":
+        return WebhookStream(seed)
+    if order == "bursts":
+        return BurstStream(seed)
+    raise ValueError(f"unknown order {order!r}; choose from {ORDERS}")
+
+
+def track_of(body: bytes) -> tuple[str, str, str]:
+    data = orjson.loads(body)["data"]
+    return data["sessionId"], data["participantId"], data["kind"]
+
+
+def split_bursts(deliveries: Iterable[Delivery]) -> list[list[Delivery]]:
+    """Runs of consecutive deliveries of one track. In the bursts order a track is drained
+    in one go, so each run is one burst (the first and last may be cut by `take`)."""
+    out: list[list[Delivery]] = []
+    last: tuple[str, str, str] | None = None
+    for delivery in deliveries:
+        track = track_of(delivery.body)
+        if track != last:
+            out.append([])
+            last = track
+        out[-1].append(delivery)
+    return out
+
+
+def deal_bursts(deliveries: Sequence[Delivery], threads: int) -> list[Delivery]:
+    """The lines of a request file for `threads` wrk threads, which take lines k, k+T,
+    k+2T... (requests.lua): each burst goes whole to one thread, whose connections then
+    send it together. The threads' shares are cut to one length (a few deliveries at the
+    end are not used); the order within each share is the stream's."""
+    if threads <= 1:
+        return list(deliveries)
+    shares: list[list[Delivery]] = [[] for _ in range(threads)]
+    for burst in split_bursts(deliveries):
+        min(shares, key=len).extend(burst)
+    length = min(len(share) for share in shares)
+    return [share[i] for i in range(length) for share in shares]
+
+
 # Signing runs in worker processes; each loads the key once.
 _worker_key: rsa.RSAPrivateKey | None = None
 
@@ -203,28 +278,44 @@ class BenchSigner:
 CORPUS_VERSION = 1  # bump when WebhookStream changes what it generates
 
 
+def cache_name(order: str, seed: int) -> str:
+    """The spread corpus keeps the name it had before orders existed, so its cache stays."""
+    tag = "" if order == "spread" else f"-{order}"
+    return f"v{CORPUS_VERSION}{tag}-seed{seed}"
+
+
 class Corpus:
     """Signed deliveries handed out in stream order, none twice in one run.
 
     Signing costs ~1 ms of CPU per delivery, so what was signed is kept on disk (bench key,
     stream state, signed tape) and reused by the next run with the same seed: safe because
-    each run gets a fresh database. Pass cache_dir=None to sign afresh.
+    each run gets a fresh database. Pass cache_dir=None to sign afresh. A corpus given
+    another's `signer` shares its key (one key for the server to verify) and its signing
+    processes; its cache is reused only if it was signed with that key.
     """
 
-    def __init__(self, seed: int, cache_dir: Path | None, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        seed: int,
+        cache_dir: Path | None,
+        log: Callable[[str], None],
+        order: str = "spread",
+        signer: BenchSigner | None = None,
+    ) -> None:
         self._log = log
-        self._dir = None if cache_dir is None else cache_dir / f"v{CORPUS_VERSION}-seed{seed}"
+        self._dir = None if cache_dir is None else cache_dir / cache_name(order, seed)
         self._tape: list[Delivery] = []
         self._position = 0
         private_pem = None
-        self._stream = WebhookStream(seed)
+        self._stream = make_stream(order, seed)
         if self._dir is not None and (self._dir / "key.pem").exists():
             try:
                 private_pem = (self._dir / "key.pem").read_bytes()
                 with (self._dir / "stream.pickle").open("rb") as f:
                     stream = pickle.load(f)
                 tape = self._read_tape(self._dir / "tape.tsv")
-                if len(tape) == stream.emitted:
+                same_key = signer is None or signer.private_pem == private_pem
+                if same_key and type(stream) is type(self._stream) and len(tape) == stream.emitted:
                     self._stream, self._tape = stream, tape
                     log(f"corpus: {len(tape):,} signed deliveries reused from {self._dir}")
                 else:
@@ -234,7 +325,8 @@ class Corpus:
         if private_pem is None and self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir.mkdir(parents=True)
-        self.signer = BenchSigner(private_pem)
+        self._owns_signer = signer is None
+        self.signer = BenchSigner(private_pem) if signer is None else signer
         if self._dir is not None and private_pem is None:
             key_file = self._dir / "key.pem"
             key_file.write_bytes(self.signer.private_pem)
@@ -250,11 +342,13 @@ class Corpus:
         return tape
 
     def __enter__(self) -> Corpus:
-        self.signer.__enter__()
+        if self._owns_signer:
+            self.signer.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.signer.__exit__(*exc)
+        if self._owns_signer:
+            self.signer.__exit__(*exc)
 
     @property
     def public_pem(self) -> str:

@@ -9,9 +9,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from app.core.config import Settings
-from app.core.db import Base, create_engine
-from app.recordings import models as _recordings  # noqa: F401  (registers the tables)
-from app.webhooks import models as _webhooks  # noqa: F401
+from app.ledger.engine import create_engine
+from app.ledger.migrations import current_revision, migrating
+from app.ledger.tables import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -37,7 +37,26 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _newer_schema(connection: Connection) -> str | None:
+    """The schema's revision when this code does not know it and the caller asked to leave
+    such a schema alone (`trackhook migrate`): a later release migrated it, and its
+    migrations only expand until the old code is gone (docs/OPERATIONS.md, Migrations), so
+    the previous release (a rollback, say) runs on it as it is."""
+    if not config.attributes.get("leave_newer_schema"):
+        return None
+    revision = current_revision(connection)
+    known = {script.revision for script in context.script.walk_revisions()}
+    return revision if revision is not None and revision not in known else None
+
+
 def _run_sync(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # Batch migrations rebuild a table (copy, drop, rename); with foreign keys enforced,
+        # dropping `recordings` under its referencing events would fail. The pragma only
+        # takes effect outside a transaction, hence the raw connection before any begins.
+        cursor = connection.connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=OFF")
+        cursor.close()
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -49,13 +68,24 @@ def _run_sync(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+    if connection.dialect.name == "sqlite":
+        # What enforcement would have refused must not have slipped through meanwhile.
+        violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if violations:
+            raise RuntimeError(f"foreign keys violated after migrating: {violations[:5]}")
 
 
 async def run_migrations_online() -> None:
     settings = Settings(database_url=_database_url())
     engine = create_engine(settings)
     try:
-        async with engine.connect() as connection:
+        # Before Alembic reads the version: migrations started together run one at a time.
+        async with migrating(engine) as connection:
+            newer = await connection.run_sync(_newer_schema)
+            await connection.commit()  # Alembic begins its own transactions
+            if newer is not None:
+                config.attributes["newer_schema"] = newer
+                return
             await connection.run_sync(_run_sync)
             await connection.commit()
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -16,10 +16,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.core.config import Settings
-from app.core.migrations import upgrade_to_head
+from app.ledger.migrations import upgrade_to_head
 from app.main import create_app
 from tests.support import databases
 from tests.support.client import WebhookClient
+from tests.support.server import ServerProcess
 from tests.support.signing import Signer
 
 BACKENDS = ("postgresql", "sqlite")
@@ -81,9 +82,13 @@ async def empty_database(url: str) -> None:
         async with engine.begin() as connection:
             if engine.dialect.name == "postgresql":
                 await connection.execute(
-                    text("TRUNCATE webhook_events, recordings RESTART IDENTITY CASCADE")
+                    text(
+                        "TRUNCATE recording_baselines, webhook_events, recordings "
+                        "RESTART IDENTITY CASCADE"
+                    )
                 )
             else:
+                await connection.execute(text("DELETE FROM recording_baselines"))
                 await connection.execute(text("DELETE FROM webhook_events"))
                 await connection.execute(text("DELETE FROM recordings"))
     finally:
@@ -95,6 +100,8 @@ def make_settings(database_url: str, signer: Signer, **overrides: Any) -> Settin
         "database_url": database_url,
         "videosdk_public_key": SecretStr(signer.public_pem),
         "api_tokens": [],
+        # The suite's apps serve /v1 openly unless a test gives tokens.
+        "api_auth": "required" if overrides.get("api_tokens") else "off",
     }
     values.update(overrides)
     return Settings(**values)
@@ -134,6 +141,28 @@ async def client(make_client: ClientFactory) -> WebhookClient:
 @pytest.fixture
 def backend(database_url: str) -> str:
     return "postgresql" if database_url.startswith("postgresql") else "sqlite"
+
+
+@pytest.fixture
+async def shared_database_url() -> AsyncIterator[str]:
+    """A fresh, migrated database on the shared server (which these tests never stop)."""
+    admin = await reachable_postgres_admin()
+    url = await databases.create_postgres_database(admin)
+    try:
+        await asyncio.to_thread(upgrade_to_head, url)
+        note_tested("postgresql")
+        yield url
+    finally:
+        await databases.drop_postgres_database(admin, url)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ServerProcess]]:
+    """Servers a test started; whatever state the test left them in, they are killed."""
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.kill()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -15,8 +15,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.core.db import Base
-from app.core.migrations import alembic_config, head_revision
+from app.ledger.migrations import alembic_config, current_revision, head_revision
+from app.ledger.tables import Base
 from tests.conftest import BACKENDS, note_tested, reachable_postgres_admin
 from tests.support import databases
 
@@ -101,13 +101,13 @@ async def test_0002_goes_down_and_up_keeping_the_rows(fresh_url: str) -> None:
     await asyncio.to_thread(migrate, fresh_url, "upgrade", "0001")
     await run_sync_on(fresh_url, insert_recording_and_event)
 
-    await asyncio.to_thread(migrate, fresh_url, "upgrade", "head")
+    await asyncio.to_thread(migrate, fresh_url, "upgrade", "0002")
     at_head = await run_sync_on(fresh_url, index_names)
     await asyncio.to_thread(migrate, fresh_url, "downgrade", "0001")
     at_0001 = await run_sync_on(fresh_url, index_names)
-    await asyncio.to_thread(migrate, fresh_url, "upgrade", "head")
+    await asyncio.to_thread(migrate, fresh_url, "upgrade", "0002")
 
-    assert head_revision() == "0002"
+    assert await run_sync_on(fresh_url, current_revision) == "0002"
     assert "ix_webhook_events_recording_timeline" in at_head["webhook_events"]
     assert "ix_webhook_events_recording_id" not in at_head["webhook_events"]
     assert "ix_recordings_kind_updated" not in at_head["recordings"]
@@ -116,4 +116,86 @@ async def test_0002_goes_down_and_up_keeping_the_rows(fresh_url: str) -> None:
     assert "ix_recordings_kind_updated" in at_0001["recordings"]
     assert await run_sync_on(fresh_url, index_names) == at_head
     assert await run_sync_on(fresh_url, counts) == (1, 1)
+    await asyncio.to_thread(migrate, fresh_url, "upgrade", "head")
+    assert await run_sync_on(fresh_url, current_revision) == head_revision()
+    assert await run_sync_on(fresh_url, schema_differences) == []
+
+
+def change_txns(connection: Connection) -> list[int]:
+    rows = connection.execute(text("SELECT change_txn FROM recordings ORDER BY id"))
+    return [int(value) for value in rows.scalars()]
+
+
+def feed_clock(connection: Connection) -> list[tuple[int, int]]:
+    return [tuple(row) for row in connection.execute(text("SELECT id, txn FROM feed_clock"))]
+
+
+def insert_recording_without_change_txn(connection: Connection) -> None:
+    """What a replica of the previous release writes during a rolling deploy."""
+    connection.execute(
+        text(
+            "INSERT INTO recordings (id, meeting_id, session_id, participant_id, kind, sequence,"
+            " status, created_at, updated_at, files, event_fingerprints, is_latest, version)"
+            " VALUES (2, 'm', 's2', 'p', 'audio', 1, 'started', '2026-11-21 10:00:00+00',"
+            " '2026-11-21 10:00:00+00', '[]', '[]', true, 1)"
+        )
+    )
+
+
+async def test_0003_gives_existing_recordings_a_place_at_the_start_of_the_feed(
+    fresh_url: str,
+) -> None:
+    await asyncio.to_thread(migrate, fresh_url, "upgrade", "0002")
+    await run_sync_on(fresh_url, insert_recording_and_event)
+    await asyncio.to_thread(migrate, fresh_url, "upgrade", "0003")
+
+    assert await run_sync_on(fresh_url, change_txns) == [0]
+    assert await run_sync_on(fresh_url, feed_clock) == [(1, 0)]
+    index = await run_sync_on(fresh_url, index_names)
+    assert "ix_recordings_change" in index["recordings"]
+    if fresh_url.startswith("postgresql"):
+        # The previous release's inserts are stamped with their transaction by the default.
+        await run_sync_on(fresh_url, insert_recording_without_change_txn)
+        assert (await run_sync_on(fresh_url, change_txns))[1] > 0
+    await asyncio.to_thread(migrate, fresh_url, "downgrade", "0002")
+    assert "ix_recordings_change" not in (await run_sync_on(fresh_url, index_names))["recordings"]
+    await asyncio.to_thread(migrate, fresh_url, "upgrade", "head")
+    assert await run_sync_on(fresh_url, schema_differences) == []
+
+
+def insert_baseline(connection: Connection) -> None:
+    connection.execute(
+        text(
+            "INSERT INTO recording_baselines (recording_id, meeting_id, sequence, status,"
+            " created_at, updated_at, files, event_fingerprints, events_pruned, pruned_at)"
+            " VALUES (1, 'm', 1, 'started', '2026-11-21 10:00:00+00', '2026-11-21 10:00:00+00',"
+            " '[]', '[]', 1, '2026-12-01 10:00:00+00')"
+        )
+    )
+
+
+def delete_baselines(connection: Connection) -> None:
+    connection.execute(text("DELETE FROM recording_baselines"))
+
+
+def table_names(connection: Connection) -> set[str]:
+    return set(inspect(connection).get_table_names())
+
+
+async def test_0006_adds_the_baselines_and_refuses_to_drop_any(fresh_url: str) -> None:
+    await asyncio.to_thread(migrate, fresh_url, "upgrade", "0002")
+    await run_sync_on(fresh_url, insert_recording_and_event)
+    await asyncio.to_thread(migrate, fresh_url, "upgrade", "0006")
+    assert "recording_baselines" in await run_sync_on(fresh_url, table_names)
+    await run_sync_on(fresh_url, insert_baseline)
+
+    with pytest.raises(RuntimeError, match="holds 1 baseline"):
+        await asyncio.to_thread(migrate, fresh_url, "downgrade", "0005")
+    assert await run_sync_on(fresh_url, current_revision) == "0006"
+    await run_sync_on(fresh_url, delete_baselines)
+    await asyncio.to_thread(migrate, fresh_url, "downgrade", "0005")
+
+    assert "recording_baselines" not in await run_sync_on(fresh_url, table_names)
+    assert await run_sync_on(fresh_url, counts) == (1, 1)
+    await asyncio.to_thread(migrate, fresh_url, "upgrade", "head")
     assert await run_sync_on(fresh_url, schema_differences) == []

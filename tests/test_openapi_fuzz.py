@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -21,6 +22,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.core.config import Settings
 from app.main import create_app
 from tests.conftest import empty_database, make_settings
+from tests.support.deliveries import server_env
+from tests.support.server import ServerProcess
 from tests.support.signing import Signer
 
 # Per operation and generation mode; the whole file stays well under two minutes on 2 cores.
@@ -43,9 +46,13 @@ OPERATIONS = [
     ("GET", "/v1/recordings"),
     ("GET", "/v1/recordings/{recording_id}"),
     ("GET", "/v1/webhook-events"),
+    ("GET", "/v1/changes"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
 ]
+# An event stream never ends, so it is fuzzed against a real server (reading each answer's
+# status and headers only): test_fuzz_the_change_stream_against_a_server.
+STREAM = ("GET", "/v1/changes/stream")
 MAX_BODY_BYTES = 64 * 1024
 
 # The fuzzer runs against PostgreSQL, the backend production uses.
@@ -85,7 +92,7 @@ def test_schema_lists_exactly_the_fuzzed_operations() -> None:
     """A new endpoint must be added to OPERATIONS, so that it is fuzzed too."""
     paths = openapi_document()["paths"]
     found = {(method.upper(), path) for path, item in paths.items() for method in item}
-    assert found == set(OPERATIONS)
+    assert found == {*OPERATIONS, STREAM}
 
 
 def test_every_schema_reference_resolves() -> None:
@@ -115,6 +122,7 @@ def fuzz(
         @FUZZ_SETTINGS
         @given(case=operation.as_strategy(generation_mode=mode))
         def run(case: Case) -> None:
+            shorten_wait(case)
             response = case.call()
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             case.validate_response(
@@ -127,6 +135,18 @@ def fuzz(
 
         run()
     return statuses
+
+
+def shorten_wait(case: Case) -> None:
+    """A valid `wait` on /v1/changes holds the request that long when nothing changes: keep
+    it to a few milliseconds so that the examples do not sleep (invalid ones stay)."""
+    query = case.query if isinstance(case.query, dict) else {}
+    try:
+        wait = float(query.get("wait", ""))
+    except (TypeError, ValueError):
+        return
+    if 0 < wait <= 60:
+        query["wait"] = 0.005
 
 
 def modes_for(path: str) -> list[GenerationMode]:
@@ -196,3 +216,41 @@ async def test_fuzz_intake_with_signatures_required(database_url: str, signer: S
     finally:
         await engine.dispose()
     assert counts == [0, 0]
+
+
+async def test_fuzz_the_change_stream_against_a_server(
+    shared_database_url: str, signer: Signer, servers: list[ServerProcess]
+) -> None:
+    server = ServerProcess(env=server_env(shared_database_url, signer), workers=1)
+    servers.append(server)
+    await asyncio.to_thread(server.start)
+    operation = schemathesis.openapi.from_dict(openapi_document())[STREAM[1]][STREAM[0]]
+    statuses: dict[int, int] = {}
+
+    def fuzz_stream() -> None:
+        with httpx.Client(timeout=10) as http:
+            for mode in modes_for(STREAM[1]):
+
+                @settings(FUZZ_SETTINGS, max_examples=MAX_EXAMPLES // 2)
+                @given(case=operation.as_strategy(generation_mode=mode))
+                def run(case: Case) -> None:
+                    sent = case.as_transport_kwargs(base_url=server.base_url)
+                    with http.stream(
+                        sent["method"], sent["url"], params=sent.get("params"),
+                        headers=sent.get("headers"),
+                    ) as response:  # fmt: skip
+                        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                        assert response.status_code < 500, case.as_curl_command()
+                        if response.status_code == 200:
+                            assert response.headers["content-type"].startswith("text/event-stream")
+                        else:
+                            assert_error_shape(
+                                case, response.status_code, response.read() and response.json()
+                            )
+
+                run()
+
+    await asyncio.to_thread(fuzz_stream)
+    print(f"GET /v1/changes/stream: {dict(sorted(statuses.items()))}")
+    assert statuses.get(200, 0) > 0 and statuses.get(422, 0) > 0
+    assert all(status < 500 for status in statuses)

@@ -17,8 +17,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from app.recordings.lifecycle import FoldResult, Status, TrackEvent, fold
-from app.webhooks.service import fingerprint_of
+from app.rules.lifecycle import FoldResult, Status, TrackEvent, fold
+from app.videosdk.documents import fingerprint_of
 from tests.support.payloads import track_webhook
 
 SESSIONS = ("s0", "s1")
@@ -227,9 +227,9 @@ def histories(draw: st.DrawFn, max_keys: int = 6) -> History:
 
 def fold_with_sequences(events: Sequence[TrackEvent]) -> tuple[FoldResult, list[int]]:
     """The fold of a key's events, and the sequence of the recording each event touched
-    (the latest recording once that event was applied)."""
-    sequences = [fold(events[: index + 1]).recordings[-1].sequence for index in range(len(events))]
-    return fold(events), sequences
+    (the latest once it was applied, or the earlier run a retry belongs to)."""
+    result = fold(events)
+    return result, list(result.sequences)
 
 
 def sessions_of(deliveries: Iterable[Delivery]) -> list[str]:

@@ -1,5 +1,5 @@
 """Convergence: whatever the history and the delivery order, the stored recordings are the
-pure fold (app.recordings.lifecycle) of the events in the order the service applied them.
+pure fold (app.rules.lifecycle) of the events in the order the service applied them.
 
 (a) one delivery at a time through the HTTP API, on both backends: the reference is the
 fold of the sending order; (b) four concurrent senders against two uvicorn workers on
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -25,12 +26,12 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import Settings
-from app.core.db import create_engine, create_session_factory
-from app.core.migrations import upgrade_to_head
-from app.recordings.lifecycle import FoldResult, RecordingState, Status, TrackEvent, fold
-from app.recordings.rebuild import rebuild
-from app.webhooks.schemas import TRACK_WEBHOOK_TYPES
-from app.webhooks.service import fingerprint_of
+from app.ledger.engine import create_engine
+from app.ledger.migrations import upgrade_to_head
+from app.ledger.rebuild import rebuild
+from app.rules.lifecycle import FoldResult, RecordingState, Status, TrackEvent, fold
+from app.videosdk.documents import fingerprint_of
+from app.videosdk.schemas import TRACK_WEBHOOK_TYPES
 from tests.conftest import reachable_postgres_admin
 from tests.property.strategies import (
     CLIENTS,
@@ -242,6 +243,7 @@ async def live_server(
             "VIDEOSDK_PUBLIC_KEY": signer.public_pem,
             "WEBHOOK_SIGNATURE": "required",
             "API_TOKENS": "",
+            "API_AUTH": "off",
             "LOG_LEVEL": "WARNING",
         },
         workers=2,
@@ -314,27 +316,14 @@ def log_event(row: dict[str, Any]) -> tuple[KeyTuple, TrackEvent]:
     return (data["sessionId"], data["participantId"], data["kind"]), event
 
 
-@settings(
-    max_examples=CONCURRENT_EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(history=histories())
-async def test_concurrent_delivery_to_two_workers_converges_to_the_fold_of_the_log(
-    live_server: LiveServer, signer: Signer, history: History
-) -> None:
-    prefix = unique_prefix()
-    deliveries = history.deliveries(prefix)
-    answers, retries, overlapped = await send_concurrently(
-        live_server.process.base_url, signer, deliveries
-    )
-    async with httpx.AsyncClient(base_url=live_server.process.base_url, timeout=30) as http:
-
-        async def get(path: str, **params: Any) -> httpx.Response:
-            return await http.get(path, params=params)
-
-        log, stored = await read_state(get, sessions_of(deliveries))
-
+def check_against_the_log(
+    deliveries: Sequence[Delivery],
+    answers: Sequence[dict[str, Any]],
+    log: dict[int, dict[str, Any]],
+    stored: list[dict[str, Any]],
+) -> dict[KeyTuple, FoldResult]:
+    """Whatever order the deliveries were applied in: nothing lost or applied twice, and the
+    recordings, each event's outcome and link are the fold of each key's log in id order."""
     # Nothing lost, nothing applied twice: the log holds exactly what was sent.
     assert sorted(int(answer["eventId"]) for answer in answers) == sorted(log)
     for delivery, answer in zip(deliveries, answers, strict=True):
@@ -374,6 +363,36 @@ async def test_concurrent_delivery_to_two_workers_converges_to_the_fold_of_the_l
             assert row["outcome"] == outcome.value, row
             assert int(row["recordingId"]) == ids[(key, sequence)], row
     assert_recordings_equal(stored, Expected(folds, meeting))
+    # Each recording's version is the number of events applied to it, whichever path wrote it.
+    applied = Counter(row["recordingId"] for row in log.values() if row["outcome"] == "applied")
+    assert {item["id"]: item["version"] for item in stored} == {
+        item["id"]: applied[item["id"]] for item in stored
+    }
+    return folds
+
+
+@settings(
+    max_examples=CONCURRENT_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(history=histories())
+async def test_concurrent_delivery_to_two_workers_converges_to_the_fold_of_the_log(
+    live_server: LiveServer, signer: Signer, history: History
+) -> None:
+    prefix = unique_prefix()
+    deliveries = history.deliveries(prefix)
+    answers, retries, overlapped = await send_concurrently(
+        live_server.process.base_url, signer, deliveries
+    )
+    async with httpx.AsyncClient(base_url=live_server.process.base_url, timeout=30) as http:
+
+        async def get(path: str, **params: Any) -> httpx.Response:
+            return await http.get(path, params=params)
+
+        log, stored = await read_state(get, sessions_of(deliveries))
+
+    folds = check_against_the_log(deliveries, answers, log, stored)
 
     # Where order cannot matter, the result is also the fold of the sending order.
     for key in history.order_free_keys(prefix):
@@ -390,8 +409,7 @@ async def test_concurrent_delivery_to_two_workers_converges_to_the_fold_of_the_l
         FIGURES["concurrent_order_free_keys"] += 1
 
     # And a rebuild of the whole database (every example so far) finds nothing to fix.
-    async with create_session_factory(live_server.engine)() as session:
-        report = await rebuild(session, repair=False)
+    report = await rebuild(live_server.engine, repair=False)
     assert report.differences == [], report.lines()
 
     FIGURES["concurrent_histories"] += 1
@@ -402,3 +420,64 @@ async def test_concurrent_delivery_to_two_workers_converges_to_the_fold_of_the_l
         len(result.recordings) > 1 for result in folds.values()
     )
     FIGURES["concurrent_rebuild_events_last"] = report.events_read
+
+
+# --- (c) bursts: a whole history at once, into one process ----------------------------------
+
+BURST_EXAMPLES = 25
+
+
+async def shared_commits(database_url: str, event_ids: Sequence[int]) -> int:
+    """How many of these log rows were committed by the same transaction as another row
+    of the same track (PostgreSQL's xmin)."""
+    connection = await asyncpg.connect(databases.asyncpg_dsn(database_url), timeout=10)
+    try:
+        rows = await connection.fetch(
+            "SELECT session_id, participant_id, kind, xmin::text AS txn FROM webhook_events "
+            "WHERE id = ANY($1::bigint[]) AND session_id IS NOT NULL",
+            list(event_ids),
+        )
+    finally:
+        await connection.close()
+    together = Counter(
+        (row["session_id"], row["participant_id"], row["kind"], row["txn"]) for row in rows
+    )
+    return sum(count for count in together.values() if count > 1)
+
+
+@settings(
+    max_examples=BURST_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(history=histories())
+async def test_a_history_delivered_all_at_once_converges_to_the_fold_of_the_log(
+    client: WebhookClient, backend: str, database_url: str, history: History
+) -> None:
+    """Every delivery of the history is in flight at once, so on PostgreSQL a track's
+    deliveries meet in one group and are folded together in memory before one write."""
+    deliveries = history.deliveries(unique_prefix())
+    responses = await asyncio.gather(*(client.post(delivery.payload) for delivery in deliveries))
+    assert [r.status_code for r in responses] == [200] * len(deliveries), [
+        r.text for r in responses if r.status_code != 200
+    ]
+    answers = [response.json() for response in responses]
+    log, stored = await read_state(client.get, sessions_of(deliveries))
+    folds = check_against_the_log(deliveries, answers, log, stored)
+
+    engine = create_engine(Settings(database_url=database_url))
+    try:
+        report = await rebuild(engine, repair=False)
+    finally:
+        await engine.dispose()
+    assert report.differences == [], report.lines()
+
+    if backend == "postgresql":
+        FIGURES["bursts_shared_commits"] += await shared_commits(
+            database_url, [int(answer["eventId"]) for answer in answers]
+        )
+    FIGURES[f"bursts_{backend}_histories"] += 1
+    FIGURES[f"bursts_{backend}_events"] += len(deliveries)
+    FIGURES[f"bursts_{backend}_restarted_keys"] += sum(
+        len(result.recordings) > 1 for result in folds.values()
+    )

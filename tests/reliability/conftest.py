@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,56 +14,16 @@ import httpx
 import orjson
 import pytest
 
-from app.core.migrations import upgrade_to_head
-from app.recordings.lifecycle import RecordingState, TrackEvent, fold
-from app.recordings.repository import TIMESTAMP_COLUMNS
-from app.webhooks.schemas import TRACK_WEBHOOK_TYPES, track_webhook_adapter
-from app.webhooks.service import fingerprint_of, track_event_of, track_key_of
-from tests.conftest import note_tested, postgres_unavailable, reachable_postgres_admin
+from app.ledger.rows import TIMESTAMP_COLUMNS
+from app.rules.lifecycle import RecordingState, TrackEvent, fold
+from app.videosdk.documents import fingerprint_of, track_event_of, track_key_of
+from app.videosdk.schemas import TRACK_WEBHOOK_TYPES, track_webhook_adapter
+from tests.conftest import note_tested, postgres_unavailable
 from tests.reliability.private_postgres import PostgresUnavailable, PrivatePostgres
-from tests.support import databases
 from tests.support.databases import asyncpg_dsn
-from tests.support.server import ServerProcess
-from tests.support.signing import Signer
+from tests.support.deliveries import WEBHOOK_PATH, Delivery, post_delivery, server_env
 
-WEBHOOK_PATH = "/webhooks/videosdk"
-
-
-# --- deliveries -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One webhook as VideoSDK would (re)send it: the same bytes and signature each time."""
-
-    label: str
-    payload: dict[str, Any]
-    body: bytes
-    signature: str
-    fingerprint: str
-
-    @classmethod
-    def signed(cls, signer: Signer, payload: dict[str, Any], label: str = "") -> Delivery:
-        body = orjson.dumps(payload)
-        return cls(label, payload, body, signer.sign(body), fingerprint_of(payload))
-
-
-async def post_delivery(client: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
-    headers = {"content-type": "application/json", "videosdk-signature": delivery.signature}
-    return await client.post(WEBHOOK_PATH, content=delivery.body, headers=headers)
-
-
-def server_env(database_url: str, signer: Signer, **extra: str) -> dict[str, str]:
-    """Everything the service reads, so nothing leaks in from the caller's environment."""
-    return {
-        "DATABASE_URL": database_url,
-        "VIDEOSDK_PUBLIC_KEY": signer.public_pem,
-        "VIDEOSDK_PUBLIC_KEY_FILE": "",
-        "WEBHOOK_SIGNATURE": "required",
-        "API_TOKENS": "",
-        "LOG_LEVEL": "WARNING",
-        **extra,
-    }
+__all__ = ["WEBHOOK_PATH", "Delivery", "post_delivery", "server_env"]
 
 
 def assert_unavailable(response: httpx.Response) -> None:
@@ -161,7 +121,7 @@ async def check_log_and_state(database_url: str) -> LogSummary:
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             event_rows = await connection.fetch(
                 "SELECT id, received_at, webhook_type, outcome, fingerprint, recording_id, "
-                "payload FROM webhook_events ORDER BY id"
+                "payload, body FROM webhook_events ORDER BY id"
             )
             recording_rows = await connection.fetch(
                 "SELECT * FROM recordings ORDER BY session_id, participant_id, kind, sequence"
@@ -179,7 +139,7 @@ async def check_log_and_state(database_url: str) -> LogSummary:
     events_by_key = defaultdict(list)
     for row in event_rows:
         payload = orjson.loads(row["payload"])
-        if fingerprint_of(payload) != row["fingerprint"]:
+        if fingerprint_of(payload, row["body"]) != row["fingerprint"]:
             problems.append(f"event {row['id']}: payload does not match its fingerprint")
         if row["outcome"] in ("applied", "duplicate"):
             if row["webhook_type"] not in TRACK_WEBHOOK_TYPES:
@@ -213,9 +173,9 @@ async def check_log_and_state(database_url: str) -> LogSummary:
                 )
             if row["is_latest"] != (row is stored[-1]):
                 problems.append(f"{key} #{state.sequence}: is_latest is {row['is_latest']}")
-        # Each event must be linked to the recording it was folded into.
-        for index, (row, _event) in enumerate(logged):
-            number = len(fold(track_events[: index + 1]).recordings)
+        # Each event must be linked to the recording it was folded into (a retry of an
+        # earlier run's delivery belongs to that run).
+        for (row, _event), number in zip(logged, expected.sequences, strict=True):
             if row["recording_id"] != stored[number - 1]["id"]:
                 problems.append(f"event {row['id']}: linked to the wrong recording of {key}")
 
@@ -241,25 +201,3 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     with cluster:
         note_tested("postgresql")
         yield cluster
-
-
-@pytest.fixture
-async def shared_database_url() -> AsyncIterator[str]:
-    """A fresh, migrated database on the shared server (which these tests never stop)."""
-    admin = await reachable_postgres_admin()
-    url = await databases.create_postgres_database(admin)
-    try:
-        await asyncio.to_thread(upgrade_to_head, url)
-        note_tested("postgresql")
-        yield url
-    finally:
-        await databases.drop_postgres_database(admin, url)
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    """Servers a test started; whatever state the test left them in, they are killed."""
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.kill()

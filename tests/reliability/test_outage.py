@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from app.core.migrations import upgrade_to_head
+from app.ledger.migrations import upgrade_to_head
 from tests.reliability.conftest import (
     Delivery,
     assert_unavailable,

@@ -1,5 +1,5 @@
 """A real trackhook server process for the tests where a process matters
-(workers, crashes, signals, outages)."""
+(workers, crashes, signals, outages, the HTTP protocol)."""
 
 from __future__ import annotations
 
@@ -27,13 +27,15 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """`python -m uvicorn app.main:app` with the given environment and worker count."""
+    """`trackhook serve --no-migrate` (the product's own entry point: its protocol, its
+    headers, its worker supervisor) with the given environment and worker count."""
 
     env: Mapping[str, str]
     workers: int = 1
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     graceful_timeout: int = 30
+    log_level: str = "warning"  # `--log-level`, the server's (LOG_LEVEL in `env` is the app's)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -42,11 +44,11 @@ class ServerProcess:
 
     def start(self, wait_ready: bool = True, timeout: float = 30.0) -> ServerProcess:
         command = [
-            sys.executable, "-m", "uvicorn", "app.main:app",
+            sys.executable, "-m", "app.cli", "serve", "--no-migrate",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", str(self.workers),
-            "--timeout-graceful-shutdown", str(self.graceful_timeout),
-            "--log-level", "warning",
+            "--graceful-timeout", str(self.graceful_timeout),
+            "--log-level", self.log_level,
         ]  # fmt: skip
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(

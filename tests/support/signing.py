@@ -18,6 +18,12 @@ class Signer:
     def generate(cls) -> Signer:
         return cls(rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
+    @classmethod
+    def from_private_pem(cls, pem: bytes) -> Signer:
+        key = serialization.load_pem_private_key(pem, password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return cls(key)
+
     @cached_property
     def public_pem(self) -> str:
         return (
