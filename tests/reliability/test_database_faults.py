@@ -85,6 +85,15 @@ def assert_retry_later(response: httpx.Response, error: str = "database_unavaila
     assert response.headers["retry-after"].isdigit()
 
 
+def server_report(server: ServerProcess) -> str:
+    """Whether the server still runs, and the end of its log: what a failure needs."""
+    assert server.process is not None and server.log_path is not None
+    code = server.process.poll()
+    state = "running" if code is None else f"exited with {code}"
+    tail = server.log_path.read_text(errors="replace")[-6000:]
+    return f"server {state}; the end of its log:\n{tail}"
+
+
 def tracebacks(server: ServerProcess) -> int:
     assert server.log_path is not None
     return server.log_path.read_text(errors="replace").count("Traceback")
@@ -217,7 +226,9 @@ async def test_a_flood_of_expensive_reads_cannot_starve_intake(
 ) -> None:
     await seed_log(shared_database_url, 300_000)
     server = ServerProcess(
-        env=server_env(shared_database_url, signer, DB_CONNECT_TIMEOUT_SECONDS="5"),
+        env=server_env(
+            shared_database_url, signer, DB_CONNECT_TIMEOUT_SECONDS="5", LOG_LEVEL="INFO"
+        ),
         workers=1,
         log_path=tmp_path / "server.log",
     )
@@ -287,7 +298,10 @@ async def test_a_flood_of_expensive_reads_cannot_starve_intake(
             timings: list[float] = []
             statuses: Counter[int] = Counter()
             for n in range(40):
-                response, took = await timed_post(sender, signer, f"flooded-{n}")
+                try:
+                    response, took = await timed_post(sender, signer, f"flooded-{n}")
+                except httpx.TransportError as exc:
+                    pytest.fail(f"webhook {n} of 40: {exc!r}\n{server_report(server)}")
                 statuses[response.status_code] += 1
                 timings.append(took)
     finally:
