@@ -205,7 +205,7 @@ class _Batch:
         self.plans = plans
         self.unapplied = unapplied
 
-    def parameters(self) -> list[list[Any]]:
+    def parameters(self) -> list[str]:
         bases: list[dict[str, Any]] = []
         openings: list[dict[str, Any]] = []
         entries: list[dict[str, Any]] = []
@@ -238,9 +238,9 @@ class _Batch:
         for planned in self.unapplied:
             entries.append(self._entry(len(entries), None, planned, None))
         return [
-            *group_sql.BASES.arrays(bases),
-            *group_sql.OPENINGS.arrays(openings),
-            *group_sql.ENTRIES.arrays(entries),
+            group_sql.BASES.document(bases),
+            group_sql.OPENINGS.document(openings),
+            group_sql.ENTRIES.document(entries),
         ]
 
     @staticmethod
