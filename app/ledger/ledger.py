@@ -26,6 +26,7 @@ from app.ledger.migrations import current_revision
 from app.ledger.plan import Delivery
 from app.ledger.reader import Reader, reader_factory
 from app.ledger.seam import AfterCommit, Committed
+from app.ledger.shared_pages import SharedPages
 from app.ledger.stats import RecordingStats
 from app.ledger.watch import ChangeWatch
 
@@ -46,6 +47,7 @@ class Ledger:
         self.reader: Callable[[], AbstractAsyncContextManager[Reader]] = reader_factory(
             self.read_engine
         )
+        self._pages = SharedPages(self._read_page)
         self.watch = ChangeWatch(
             self.reader,
             self.dialect,
@@ -147,6 +149,9 @@ class Ledger:
                     await waiter.wait(idle)
 
     async def _page(self, filters: ChangeFilter, after: Position, limit: int) -> FeedPage:
+        return await self._pages.page(filters, after, limit)
+
+    async def _read_page(self, filters: ChangeFilter, after: Position, limit: int) -> FeedPage:
         async with self.reader() as reader:
             return await feed.read(reader, self.dialect, after, filters, limit)
 
