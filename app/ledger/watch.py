@@ -22,7 +22,9 @@ What tells a process that something changed:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -262,14 +264,14 @@ class ChangeWatch:
             if watched.complete
             else Position(changes[-1]["change_txn"], changes[-1]["id"])
         )
+        # The changes come in feed order: each waiter looks only at those past its position.
+        positions = [(change["change_txn"], change["id"]) for change in changes]
         for waiter in waiters:
             if waiter.woken:
                 continue
-            for change in changes:
-                position = Position(change["change_txn"], change["id"])
-                if position > waiter.position and waiter.matches(change):
-                    waiter.wake()
-                    break
+            past = bisect.bisect_right(positions, (waiter.position.txn, waiter.position.id))
+            if any(waiter.matches(change) for change in itertools.islice(changes, past, None)):
+                waiter.wake()
             else:
                 waiter.advance(seen_up_to)
 
