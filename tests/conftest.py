@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -143,9 +144,10 @@ def backend(database_url: str) -> str:
     return "postgresql" if database_url.startswith("postgresql") else "sqlite"
 
 
-@pytest.fixture
-async def shared_database_url() -> AsyncIterator[str]:
-    """A fresh, migrated database on the shared server (which these tests never stop)."""
+@asynccontextmanager
+async def migrated_postgres_database() -> AsyncIterator[str]:
+    """A fresh, migrated database on the shared server (which these tests never stop),
+    dropped afterwards; fixtures of any scope hold one."""
     admin = await reachable_postgres_admin()
     url = await databases.create_postgres_database(admin)
     try:
@@ -154,6 +156,12 @@ async def shared_database_url() -> AsyncIterator[str]:
         yield url
     finally:
         await databases.drop_postgres_database(admin, url)
+
+
+@pytest.fixture
+async def shared_database_url() -> AsyncIterator[str]:
+    async with migrated_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

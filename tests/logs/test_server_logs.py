@@ -15,8 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from app.ledger.migrations import upgrade_to_head
-from tests.conftest import note_tested, reachable_postgres_admin
+from tests.conftest import migrated_postgres_database
 from tests.logs.conftest import (
     GENERATED_ID,
     INTAKE_FIELDS,
@@ -26,7 +25,6 @@ from tests.logs.conftest import (
     intake_lines,
     json_lines,
 )
-from tests.support import databases
 from tests.support.deliveries import server_env
 from tests.support.payloads import file_entry, track_webhook
 from tests.support.server import ServerProcess
@@ -35,14 +33,8 @@ from tests.support.signing import Signer
 
 @pytest.fixture(scope="module")
 async def logs_database_url() -> AsyncIterator[str]:
-    admin = await reachable_postgres_admin()
-    url = await databases.create_postgres_database(admin)
-    try:
-        await asyncio.to_thread(upgrade_to_head, url)
-        note_tested("postgresql")
+    async with migrated_postgres_database() as url:
         yield url
-    finally:
-        await databases.drop_postgres_database(admin, url)
 
 
 async def run_server(

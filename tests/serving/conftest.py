@@ -8,9 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.ledger.migrations import upgrade_to_head
-from tests.conftest import note_tested, reachable_postgres_admin
-from tests.support import databases
+from tests.conftest import migrated_postgres_database
 from tests.support.deliveries import server_env
 from tests.support.server import ServerProcess
 from tests.support.signing import Signer
@@ -18,14 +16,8 @@ from tests.support.signing import Signer
 
 @pytest.fixture(scope="module")
 async def serving_database_url() -> AsyncIterator[str]:
-    admin = await reachable_postgres_admin()
-    url = await databases.create_postgres_database(admin)
-    try:
-        await asyncio.to_thread(upgrade_to_head, url)
-        note_tested("postgresql")
+    async with migrated_postgres_database() as url:
         yield url
-    finally:
-        await databases.drop_postgres_database(admin, url)
 
 
 @pytest.fixture(scope="module")
