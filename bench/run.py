@@ -444,7 +444,6 @@ class Bench:
         return runs
 
     def reads(self, server: Server, ids: list[int], sessions: list[str]) -> list[dict[str, Any]]:
-        args = self.args
         if not ids:
             self.warnings.append("no recordings to query: the read runs were skipped")
             return []
@@ -453,8 +452,16 @@ class Bench:
             "list_by_session": [f"/v1/recordings?sessionId={s}&limit=50" for s in sessions],
             "list_stopped": ["/v1/recordings?status=stopped&limit=50"],
         }
-        warm = self._file("reads-warmup")
-        write_get_file(warm, [p for paths in queries.values() for p in paths[:200]])
+        return self._read_runs(server, queries, "reads-warmup", 200)
+
+    def _read_runs(
+        self, server: Server, queries: dict[str, list[str]], warm_name: str, warm_each: int
+    ) -> list[dict[str, Any]]:
+        """A short warm-up over the first `warm_each` paths of every query, then each query
+        at the read rate, open loop; one run per query, in the order given."""
+        args = self.args
+        warm = self._file(warm_name)
+        write_get_file(warm, [p for paths in queries.values() for p in paths[:warm_each]])
         self.openloop(server, warm, args.read_rate, 2, "warm-up")
         runs = []
         for query, paths in queries.items():
@@ -471,7 +478,6 @@ class Bench:
     ) -> list[dict[str, Any]]:
         """`GET /v1/changes` pages on the loaded database: from the beginning, from the
         middle of the feed, from `now`, and filtered by session from the beginning."""
-        args = self.args
         if not sessions:
             return []
         middle = self._middle_cursor(server, recordings)
@@ -483,19 +489,10 @@ class Bench:
                 f"/v1/changes?sessionId={s}&limit={FEED_PAGE}" for s in sessions
             ],
         }
-        warm = self._file("changes-warmup")
-        write_get_file(warm, [p for paths in queries.values() for p in paths[:100]])
-        self.openloop(server, warm, args.read_rate, 2, "warm-up")
-        runs = []
-        for query, paths in queries.items():
-            path = self._file(query)
-            write_get_file(path, paths)
-            run = self.openloop(server, path, args.read_rate, args.openloop_duration, query)
-            run["query"] = query
-            run["example"] = paths[0]
-            if query == "changes_from_middle":
+        runs = self._read_runs(server, queries, "changes-warmup", 100)
+        for run in runs:
+            if run["query"] == "changes_from_middle":
                 run["cursor_position"] = middle
-            runs.append(run)
         return runs
 
     def _middle_cursor(self, server: Server, recordings: int) -> dict[str, Any]:
