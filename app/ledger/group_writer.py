@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core import metrics
@@ -135,20 +136,24 @@ class GroupWriter:
 
     async def _write_forever(self, queue: asyncio.Queue[_Pending]) -> None:
         while True:
-            group = [await queue.get()]
-            while len(group) < MAX_BATCH and not queue.empty():
-                group.append(queue.get_nowait())
+            group = _take(queue, [await queue.get()])
             try:
-                committed = await self._write(group)
+                # One connection while groups keep coming: a pool checkout per group cost
+                # about as much CPU as planning the group.
+                async with driver_connection(self._engine) as driver:
+                    while True:
+                        committed = await self._write(driver, group)
+                        _GROUP_SIZE.observe(len(committed))
+                        self._seam.publish(committed)
+                        if queue.empty():
+                            break
+                        group = _take(queue, [])
             except asyncio.CancelledError:
                 for pending in group:
                     pending.give(Again.ALONE)
                 raise
             except Exception as exc:
                 self._fail(group, exc)
-                continue
-            _GROUP_SIZE.observe(len(committed))
-            self._seam.publish(committed)
 
     @staticmethod
     def _fail(group: list[_Pending], exc: Exception) -> None:
@@ -168,7 +173,7 @@ class GroupWriter:
         for pending in group:
             pending.give(answer)
 
-    async def _write(self, group: list[_Pending]) -> list[Committed]:
+    async def _write(self, driver: asyncpg.Connection, group: list[_Pending]) -> list[Committed]:
         tracks: dict[TrackKey, list[_Pending]] = {}
         unapplied: list[_Pending] = []
         for pending in group:
@@ -177,25 +182,31 @@ class GroupWriter:
                 unapplied.append(pending)
             else:
                 tracks.setdefault(key, []).append(pending)
-        async with driver_connection(self._engine) as driver:
-            bases = {}
-            if tracks:
-                keys = list(tracks)
-                rows = await driver.fetch(
-                    group_sql.READ_LATEST,
-                    [key.session_id for key in keys],
-                    [key.participant_id for key in keys],
-                    [key.kind for key in keys],
-                )
-                runs = [stored_run(row, row["earlier"]) for row in rows]
-                bases = {run.key: run for run in runs}
-            plans = [
-                plan_track(key, bases.get(key), [p.delivery for p in pendings], self._max_files)
-                for key, pendings in tracks.items()
-            ]
-            batch = _Batch(plans, [plan_unapplied(p.delivery) for p in unapplied])
-            result = await driver.fetch(group_sql.WRITE, *batch.parameters())
+        bases = {}
+        if tracks:
+            keys = list(tracks)
+            rows = await driver.fetch(
+                group_sql.READ_LATEST,
+                [key.session_id for key in keys],
+                [key.participant_id for key in keys],
+                [key.kind for key in keys],
+            )
+            runs = [stored_run(row, row["earlier"]) for row in rows]
+            bases = {run.key: run for run in runs}
+        plans = [
+            plan_track(key, bases.get(key), [p.delivery for p in pendings], self._max_files)
+            for key, pendings in tracks.items()
+        ]
+        batch = _Batch(plans, [plan_unapplied(p.delivery) for p in unapplied])
+        result = await driver.fetch(group_sql.WRITE, *batch.parameters())
         return batch.answer(result, tracks, unapplied)
+
+
+def _take(queue: asyncio.Queue[_Pending], group: list[_Pending]) -> list[_Pending]:
+    """`group` and what is queued behind it, up to MAX_BATCH."""
+    while len(group) < MAX_BATCH and not queue.empty():
+        group.append(queue.get_nowait())
+    return group
 
 
 class _Batch:
