@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
@@ -23,7 +22,7 @@ from app.intake.signature import SignatureError, signed_candidates
 from app.ledger.ledger import Ledger
 from app.ledger.plan import Delivery
 from app.ledger.seam import Committed
-from app.rules.lifecycle import Outcome
+from app.rules.lifecycle import Outcome, TrackEvent, TrackKey
 from app.videosdk.documents import (
     fingerprint_of,
     identity_of,
@@ -145,7 +144,6 @@ def classify(
     400 and is not logged."""
     if not isinstance(document, dict):
         raise BadRequest("the body must be a JSON object", error="invalid_webhook")
-    # The payload is logged as received, whichever field named the type.
     field = type_field(document)
     webhook_type = document.get(field)
     if not isinstance(webhook_type, str) or not webhook_type:
@@ -159,7 +157,30 @@ def classify(
             error="invalid_webhook",
         )
     fingerprint = fingerprint_of(document, raw)
-    logged = Delivery(
+    track: TrackKey | None = None
+    event: TrackEvent | None = None
+    problems: list[dict[str, str]] | None = None
+    if webhook_type in TRACK_WEBHOOK_TYPES:
+        try:
+            webhook = validate_track_webhook(document)
+        except ValidationError as exc:
+            # loc starts with the union tag (the webhook type); drop it.
+            problems = field_errors(exc.errors(), drop_prefix=1)
+        else:
+            if len(webhook.data.fileDetails or ()) > max_files:
+                problems = [
+                    {
+                        "field": "data.fileDetails",
+                        "message": f"more than {max_files} files in one delivery"
+                        " (MAX_FILES_PER_DELIVERY)",
+                        "type": "too_many_files",
+                    }
+                ]
+            else:
+                track = track_key_of(webhook)
+                event = track_event_of(webhook, fingerprint, received_at)
+    # The payload is logged as received, whichever field named the type.
+    return Delivery(
         received_at=received_at,
         webhook_type=webhook_type,
         identity=identity_of(document),
@@ -167,23 +188,7 @@ def classify(
         payload=document,
         body=raw,
         signature=signature,
-    )
-    if webhook_type not in TRACK_WEBHOOK_TYPES:
-        return logged
-    try:
-        webhook = validate_track_webhook(document)
-    except ValidationError as exc:
-        # loc starts with the union tag (the webhook type); drop it.
-        return replace(logged, problems=field_errors(exc.errors(), drop_prefix=1))
-    if len(webhook.data.fileDetails or ()) > max_files:
-        problem = {
-            "field": "data.fileDetails",
-            "message": f"more than {max_files} files in one delivery (MAX_FILES_PER_DELIVERY)",
-            "type": "too_many_files",
-        }
-        return replace(logged, problems=[problem])
-    return replace(
-        logged,
-        track=track_key_of(webhook),
-        event=track_event_of(webhook, fingerprint, received_at),
+        track=track,
+        event=event,
+        problems=problems,
     )

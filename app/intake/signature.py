@@ -58,6 +58,11 @@ class KeySet:
         return _identities(self.keys) == _identities(other.keys)
 
 
+# VideoSDK's scheme (RSASSA-PKCS1-v1_5 with SHA-256); both objects are stateless.
+_PADDING = padding.PKCS1v15()
+_HASH = hashes.SHA256()
+
+
 def _identity(key: rsa.RSAPublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
 
@@ -146,7 +151,7 @@ def verify(keys: KeySet, signature: bytes, candidates: Iterable[bytes]) -> None:
     for message in candidates:
         for key in matching:
             try:
-                key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+                key.verify(signature, message, _PADDING, _HASH)
             except InvalidSignature:
                 continue
             return

@@ -6,8 +6,8 @@ it: the intake lane's, the shutdown guard's 503, an unexpected 500."""
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,7 +26,8 @@ def request_id_of(scope: Scope) -> str:
             if _SANE(value):
                 return value.decode("ascii")
             break
-    return uuid.uuid4().hex
+    # 32 random hex digits, as uuid4().hex was, for a tenth of its CPU (every request).
+    return os.urandom(16).hex()
 
 
 class RequestId:

@@ -105,18 +105,20 @@ def identity_of(document: dict[str, Any]) -> EventIdentity:
     data = document.get("data")
     if not isinstance(data, dict):
         return EventIdentity()
-
-    def usable(name: str) -> str | None:
-        value = data.get(name)
-        ok = isinstance(value, str) and 0 < len(value) <= ID_MAX_LENGTH and "\x00" not in value
-        return value if ok else None
-
+    get = data.get
     return EventIdentity(
-        meeting_id=usable("meetingId"),
-        session_id=usable("sessionId"),
-        participant_id=usable("participantId"),
-        kind=usable("kind"),
+        _usable(get("meetingId")),
+        _usable(get("sessionId")),
+        _usable(get("participantId")),
+        _usable(get("kind")),
     )
+
+
+def _usable(value: object) -> str | None:
+    """An id as far as it is a usable string: not empty, not too long, no NUL."""
+    if isinstance(value, str) and 0 < len(value) <= ID_MAX_LENGTH and "\x00" not in value:
+        return value
+    return None
 
 
 def track_key_of(webhook: TrackWebhook) -> TrackKey:
