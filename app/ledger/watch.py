@@ -99,6 +99,9 @@ class ChangeWatch:
         self._connect_timeout = connect_timeout
         self._waiters: set[Waiter] = set()
         self._wanted = 0  # the highest transaction number announced so far
+        # The horizon of the last read: every change below it was seen (before any read, 1:
+        # above the 0 of "nothing announced").
+        self._horizon = 1
         self._dirty = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._notify_txn: int | None = None
@@ -242,14 +245,21 @@ class ChangeWatch:
     async def _wake_matching(self) -> None:
         backoff = HORIZON_BACKOFF_SECONDS[0]
         while self._waiters:
-            waiters = list(self._waiters)
-            after = min(waiter.position for waiter in waiters)
-            async with self._reader() as reader:
-                watched = await feed.watch(reader, self._dialect, after)
-            self._wake(waiters, watched)
-            if self._wanted < watched.horizon or self._dirty.is_set():
+            # A woken waiter reads its own page next: what lies before its position concerns
+            # no one else, and must not hold the read back (under load many are woken and not
+            # yet served). It is looked at again once it waits, in a read of the loop below
+            # or of the next change.
+            waiters = [waiter for waiter in self._waiters if not waiter.woken]
+            if waiters:
+                after = min(waiter.position for waiter in waiters)
+                async with self._reader() as reader:
+                    watched = await feed.watch(reader, self._dialect, after)
+                self._wake(waiters, watched)
+                self._horizon = watched.horizon
+            if self._wanted < self._horizon or self._dirty.is_set():
                 return  # every announced change is readable now (or a newer read is due)
-            # An announced change is behind an older transaction still in flight.
+            # An announced change is behind an older transaction still in flight (or every
+            # waiter is being served): read again shortly.
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, HORIZON_BACKOFF_SECONDS[1])
 

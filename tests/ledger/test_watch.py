@@ -1,10 +1,16 @@
-"""The change watch's decision whom to wake (no database: its read is given)."""
+"""The change watch's decision whom to wake, and where it reads from (no database: its
+read is given)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
-from app.ledger.feed import WATCH_LIMIT, ChangeFilter, Position, Watched
+from app.ledger.feed import WATCH_COLUMNS, WATCH_LIMIT, ChangeFilter, Position, Watched
+from app.ledger.reader import Query
+from app.ledger.seam import AfterCommit
 from app.ledger.watch import ChangeWatch, Waiter
 
 
@@ -54,3 +60,62 @@ async def test_positions_never_move_back() -> None:
     waiter.advance(Position(40, 0))
     assert waiter.position == Position(50, 0)
     await asyncio.sleep(0)
+
+
+class GivenReads:
+    """The watch's reader: records where each read starts, answers with `horizon` and
+    no change."""
+
+    def __init__(self, horizon: int) -> None:
+        self.horizon = horizon
+        self.started_at: list[Position] = []
+
+    @contextlib.asynccontextmanager
+    async def reader(self) -> AsyncIterator[GivenReads]:
+        yield self
+
+    async def rows(self, query: Query, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        self.started_at.append(Position(params["after_txn"], params["after_id"]))
+        return [(self.horizon, *([None] * len(WATCH_COLUMNS)))]
+
+
+async def test_a_woken_waiter_does_not_hold_the_watchs_read_back() -> None:
+    reads = GivenReads(horizon=60)
+    watch = ChangeWatch(reads.reader, "sqlite", AfterCommit())
+    async with (
+        watch.waiting(ChangeFilter(), Position(1, 0)) as woken,
+        watch.waiting(ChangeFilter(), Position(50, 0)),
+    ):
+        woken.wake()  # it reads its own page next
+        watch.changed(55)
+        await watch._wake_matching()
+    assert reads.started_at == [Position(50, 0)]
+
+
+async def test_while_every_waiter_is_being_served_the_watch_reads_once_one_waits_again() -> None:
+    reads = GivenReads(horizon=200)
+    watch = ChangeWatch(reads.reader, "sqlite", AfterCommit())
+    async with watch.waiting(ChangeFilter(), Position(30, 0)) as waiter:
+        waiter.wake()
+        watch.changed(100)  # announced, and nobody left to read it for
+        watch._dirty.clear()  # as the watch's loop does before it reads
+
+        async def served_then_waits() -> None:
+            await asyncio.sleep(0.02)
+            waiter.advance(Position(90, 0))  # its own page ended there
+            waiter.clear()
+
+        serving = asyncio.create_task(served_then_waits())
+        await asyncio.wait_for(watch._wake_matching(), timeout=5)
+        await serving
+    # No read while it was woken; then one from its new position, which saw change 100.
+    assert reads.started_at == [Position(90, 0)]
+
+
+async def test_with_nothing_announced_and_every_waiter_served_the_watch_does_not_read() -> None:
+    reads = GivenReads(horizon=10)
+    watch = ChangeWatch(reads.reader, "sqlite", AfterCommit())
+    async with watch.waiting(ChangeFilter(), Position(3, 0)) as waiter:
+        waiter.wake()
+        await asyncio.wait_for(watch._wake_matching(), timeout=1)
+    assert reads.started_at == []
