@@ -6,6 +6,7 @@ recording that changed after it, at least once, in a state at least as new as th
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
@@ -99,6 +100,42 @@ def _page_document(page: FeedPage, stuck_before: datetime) -> dict[str, object]:
     }
 
 
+class _EncodedPages:
+    """Each page's events encoded once, for every stream it was read for: streams at the
+    same position share one read of a page (ledger/shared_pages.py), and encoding an event
+    costs more than reading it. The last few pages are kept, by identity (each with the
+    page itself, so an id is not reused while it is here)."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self._keep = keep
+        self._recent: OrderedDict[int, tuple[FeedPage, bytes]] = OrderedDict()
+
+    def events(self, page: FeedPage, now_stuck_before: datetime) -> bytes:
+        """A page's events in one write: a send through the server's layers costs more than
+        encoding an event, and a wake-up often brings several."""
+        held = self._recent.get(id(page))
+        if held is not None and held[0] is page:
+            return held[1]
+        encoded = b"".join(
+            ServerSentEvent(
+                data=orjson.dumps(
+                    recording_document(change.recording, now_stuck_before),
+                    option=orjson.OPT_UTC_Z,
+                ).decode(),
+                event="recording",
+                id=_cursor(change.position),
+            ).encode()
+            for change in page.changes
+        )
+        self._recent[id(page)] = (page, encoded)
+        if len(self._recent) > self._keep:
+            self._recent.popitem(last=False)
+        return encoded
+
+
+_ENCODED = _EncodedPages()
+
+
 @router.get("", response_model=ChangesPage)
 async def list_changes(
     request: Request,
@@ -144,20 +181,7 @@ async def stream_changes(
 
     async def events() -> AsyncIterator[bytes]:
         async for page in ledger.follow(filters, position, STREAM_PAGE, STREAM_WAIT_SECONDS):
-            now_stuck_before = stuck_before(request)
-            # A page's events in one write: a send through the server's layers costs more
-            # than encoding an event, and a wake-up often brings several.
-            yield b"".join(
-                ServerSentEvent(
-                    data=orjson.dumps(
-                        recording_document(change.recording, now_stuck_before),
-                        option=orjson.OPT_UTC_Z,
-                    ).decode(),
-                    event="recording",
-                    id=_cursor(change.position),
-                ).encode()
-                for change in page.changes
-            )
+            yield _ENCODED.events(page, stuck_before(request))
 
     # On shutdown the server closes the stream: the lifespan's drain watch wakes every
     # waiter (ledger.watch.close), the generator returns, the body ends cleanly; the grace
