@@ -62,7 +62,9 @@ CursorParam = Annotated[
 ]
 
 
-def change_filter(
+# async, though it awaits nothing: FastAPI runs a plain `def` dependency in its thread pool,
+# a hand-off to another thread for every request (a tenth of a worker's CPU at 500/s).
+async def change_filter(
     meetingId: FilterValue = None,
     sessionId: FilterValue = None,
     participantId: FilterValue = None,
