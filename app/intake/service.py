@@ -157,28 +157,9 @@ def classify(
             error="invalid_webhook",
         )
     fingerprint = fingerprint_of(document, raw)
-    track: TrackKey | None = None
-    event: TrackEvent | None = None
-    problems: list[dict[str, str]] | None = None
+    track, event, problems = None, None, None
     if webhook_type in TRACK_WEBHOOK_TYPES:
-        try:
-            webhook = validate_track_webhook(document)
-        except ValidationError as exc:
-            # loc starts with the union tag (the webhook type); drop it.
-            problems = field_errors(exc.errors(), drop_prefix=1)
-        else:
-            if len(webhook.data.fileDetails or ()) > max_files:
-                problems = [
-                    {
-                        "field": "data.fileDetails",
-                        "message": f"more than {max_files} files in one delivery"
-                        " (MAX_FILES_PER_DELIVERY)",
-                        "type": "too_many_files",
-                    }
-                ]
-            else:
-                track = track_key_of(webhook)
-                event = track_event_of(webhook, fingerprint, received_at)
+        track, event, problems = _track_fields(document, fingerprint, received_at, max_files)
     # The payload is logged as received, whichever field named the type.
     return Delivery(
         received_at=received_at,
@@ -192,3 +173,25 @@ def classify(
         event=event,
         problems=problems,
     )
+
+
+_TrackFields = tuple[TrackKey | None, TrackEvent | None, list[dict[str, str]] | None]
+
+
+def _track_fields(
+    document: dict[str, object], fingerprint: str, received_at: datetime, max_files: int
+) -> _TrackFields:
+    """A track webhook's key and lifecycle event, or its field errors."""
+    try:
+        webhook = validate_track_webhook(document)
+    except ValidationError as exc:
+        # loc starts with the union tag (the webhook type); drop it.
+        return None, None, field_errors(exc.errors(), drop_prefix=1)
+    if len(webhook.data.fileDetails or ()) > max_files:
+        problem = {
+            "field": "data.fileDetails",
+            "message": f"more than {max_files} files in one delivery (MAX_FILES_PER_DELIVERY)",
+            "type": "too_many_files",
+        }
+        return None, None, [problem]
+    return track_key_of(webhook), track_event_of(webhook, fingerprint, received_at), None

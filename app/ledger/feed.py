@@ -110,6 +110,18 @@ def _after(txn: str = "after_txn", ident: str = "after_id") -> ColumnElement[boo
     )
 
 
+def _frontier(horizon: ColumnElement[int]) -> Select[Any]:
+    """The position SCAN_BUDGET changes past the position read from (a row, if there is
+    one): how far a filtered read looks."""
+    return (
+        select(RECORDINGS.c.change_txn.label("txn"), RECORDINGS.c.id.label("id"))
+        .where(_after(), RECORDINGS.c.change_txn < horizon)
+        .order_by(RECORDINGS.c.change_txn, RECORDINGS.c.id)
+        .offset(SCAN_BUDGET - 1)
+        .limit(1)
+    )
+
+
 @lru_cache(maxsize=8)
 def _frontier_query(dialect: str, scan: bool) -> Query:
     """The horizon, and with `scan` the position SCAN_BUDGET changes on (if there is one)."""
@@ -118,14 +130,7 @@ def _frontier_query(dialect: str, scan: bool) -> Query:
         return Query(
             select(horizon.label("horizon"), literal(None).label("txn"), literal(None).label("id"))
         )
-    frontier = (
-        select(RECORDINGS.c.change_txn.label("txn"), RECORDINGS.c.id.label("id"))
-        .where(_after(), RECORDINGS.c.change_txn < _horizon(dialect))
-        .order_by(RECORDINGS.c.change_txn, RECORDINGS.c.id)
-        .offset(SCAN_BUDGET - 1)
-        .limit(1)
-        .subquery("frontier")
-    )
+    frontier = _frontier(_horizon(dialect)).subquery("frontier")
     one = select(literal(1).label("one")).subquery("one")
     return Query(
         select(horizon.label("horizon"), frontier.c.txn, frontier.c.id).select_from(
@@ -172,14 +177,7 @@ def one_statement_page_query(equal: tuple[str, ...], statuses: int, scan: bool) 
     below = [_after(), RECORDINGS.c.change_txn < bounds.c.horizon]
     frontier = None
     if scan:
-        frontier = (
-            select(RECORDINGS.c.change_txn.label("txn"), RECORDINGS.c.id.label("id"))
-            .where(_after(), RECORDINGS.c.change_txn < bounds.c.horizon)
-            .order_by(RECORDINGS.c.change_txn, RECORDINGS.c.id)
-            .offset(SCAN_BUDGET - 1)
-            .limit(1)
-            .lateral("frontier")
-        )
+        frontier = _frontier(bounds.c.horizon).lateral("frontier")
         # No frontier (fewer changes than the budget): up to the horizon, as below.
         upper = tuple_(
             func.coalesce(frontier.c.txn, bounds.c.horizon), func.coalesce(frontier.c.id, 0)
