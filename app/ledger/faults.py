@@ -121,7 +121,12 @@ def classify(exc: BaseException) -> Fault:
 def is_connection_lost(exc: BaseException) -> bool:
     """The connection or the server is gone, or none could be had in time (an asyncpg
     connection whose protocol state broke, as when its backend was terminated mid-call,
-    is as good as gone)."""
+    is as good as gone).
+
+    A cancelled statement (statement_timeout, pg_cancel_backend: 57014, an operator
+    intervention too) is not: its connection is fine. Taken for a lost server, it replaced
+    the pool while other connections of the old one still ran their statements, past the
+    pool's bound."""
     return any(
         isinstance(
             cause,
@@ -134,6 +139,7 @@ def is_connection_lost(exc: BaseException) -> bool:
             | asyncpg.PostgresConnectionError
             | asyncpg.exceptions.OperatorInterventionError,
         )
+        and not isinstance(cause, asyncpg.exceptions.QueryCanceledError)
         for cause in _causes(exc)
     )
 
