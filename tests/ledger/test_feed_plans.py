@@ -1,9 +1,10 @@
 """A feed page is one statement on PostgreSQL, and it reads `recordings` by index.
 
 The page, its horizon and (for a filtered read) its scan frontier are one statement, one
-round trip (they were two). Planned as a pooled connection may keep it: generically, on
-empty tables. The unfiltered page, what every follower at the head of the feed asks for, is
-an index range scan in feed order from the position; no shape reads the whole table."""
+round trip (they were two). Planned generically, on empty tables: the least a plan can know
+(the read pool plans for the values given, see test_read_plans.py; this is the floor).
+The unfiltered page, what every follower at the head of the feed asks for, is an index
+range scan in feed order from the position; no shape reads the whole table."""
 
 from __future__ import annotations
 
