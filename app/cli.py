@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,7 +37,12 @@ from app.core.errors import AppError
 from app.core.logs import configure_logging
 from app.core.release import release_version
 from app.ledger.faults import sqlstate_of
-from app.ledger.migrations import upgrade_to_head
+from app.ledger.migrations import (
+    current_revision,
+    head_revision,
+    is_older_than_the_code,
+    upgrade_to_head,
+)
 from app.ledger.prune import BATCH_SIZE
 from app.server.settings import ServingSettings
 
@@ -169,21 +174,41 @@ def _database(settings: Settings) -> Iterator[None]:
         raise Refused(EXIT_UNREACHABLE, [f"{where}: {reason}"]) from None
 
 
-def _connect_once(settings: Settings) -> None:
-    """Connect and let go: a database that cannot be reached is then found before the work
-    starts, and said once (the ledger would also log it, as the service does)."""
+def _reach_migrated(settings: Settings) -> None:
+    """Connect, check that the schema is one this release runs on, and let go: a database
+    that cannot be reached, or was never migrated, is then said once, before the work
+    starts (a missing table found halfway would be a 503 meant for VideoSDK, and a
+    traceback)."""
     from app.ledger.engine import create_engine
 
-    async def connect() -> None:
+    if settings.is_sqlite:
+        path = make_url(settings.database_url).database
+        if path and path != ":memory:" and not Path(path).exists():
+            # Connecting would create the file; there is nothing in it to work on anyway.
+            _not_migrated(None, head_revision())
+
+    async def revision() -> str | None:
         engine = create_engine(settings)
         try:
-            async with engine.connect():
-                pass
+            async with engine.connect() as connection:
+                return await connection.run_sync(current_revision)
         finally:
             await engine.dispose()
 
-    if not settings.is_sqlite:  # connecting would create a missing SQLite file
-        asyncio.run(connect())
+    found = asyncio.run(revision())
+    if is_older_than_the_code(found):
+        _not_migrated(found, head_revision())
+
+
+def _not_migrated(found: str | None, head: str | None) -> NoReturn:
+    at = "no schema" if found is None else f"at {found}"
+    raise Refused(
+        EXIT_UNREACHABLE,
+        [
+            f"the database has not been migrated ({at}; this release needs {head}): "
+            "run `trackhook migrate` first"
+        ],
+    )
 
 
 def _migrate_database(settings: Settings) -> None:
@@ -280,7 +305,7 @@ def _rebuild(args: argparse.Namespace) -> int:
             await engine.dispose()
 
     with _database(settings):
-        _connect_once(settings)
+        _reach_migrated(settings)
         report = asyncio.run(run())
     print("\n".join(report.lines()))
     return 1 if report.differences and not args.repair else 0
@@ -322,7 +347,7 @@ def _prune(args: argparse.Namespace) -> int:
             await engine.dispose()
 
     with _database(settings):
-        _connect_once(settings)
+        _reach_migrated(settings)
         try:
             report = asyncio.run(run())
         except AppError as exc:
@@ -374,7 +399,7 @@ def _verify_log(_args: argparse.Namespace) -> int:
     settings = _checked_settings(keys=True)
     try:
         with _database(settings):
-            _connect_once(settings)
+            _reach_migrated(settings)
             report = asyncio.run(verify_log(settings))
     except PublicKeyUnavailable as exc:
         url = settings.videosdk_public_key_url

@@ -19,6 +19,7 @@ from app.main import create_app
 from app.server.settings import ServingSettings
 from tests.commands.running import SETTING_VARIABLES, clean_env, trackhook
 from tests.conftest import note_tested, reachable_postgres_admin
+from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.signing import Signer
 
 DATABASE_COMMANDS = ("serve", "migrate", "rebuild", "verify-log")
@@ -227,6 +228,48 @@ async def test_a_missing_database_is_one_line(public_pem: str) -> None:
         (line,) = refused_lines(done.stderr, command)
         assert f"{server.host}:{server.port or 5432}" in line
         assert 'database "trackhook_never_created" does not exist' in line
+
+
+# The commands that work on the tables: on a schema never migrated (or one an older
+# release left) each says so in one line before it starts, and names the command to run.
+SCHEMA_COMMANDS = {
+    "rebuild": ["rebuild"],
+    "prune": ["prune", "--older-than", "30d", "--dry-run"],
+    "verify-log": ["verify-log"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(SCHEMA_COMMANDS))
+async def test_an_unmigrated_postgres_database_is_one_line(command: str, public_pem: str) -> None:
+    admin = await reachable_postgres_admin()
+    note_tested("postgresql")
+    url = await create_postgres_database(admin)
+    try:
+        env = clean_env(DATABASE_URL=url, API_AUTH="off", VIDEOSDK_PUBLIC_KEY=public_pem)
+        done = trackhook(*SCHEMA_COMMANDS[command], env=env)
+    finally:
+        await drop_postgres_database(admin, url)
+    assert done.returncode == 1, done.stderr
+    (line,) = refused_lines(done.stderr, command)
+    assert "has not been migrated" in line and "trackhook migrate" in line, line
+
+
+@pytest.mark.parametrize("command", sorted(SCHEMA_COMMANDS))
+@pytest.mark.parametrize("exists", [True, False], ids=["empty file", "no file"])
+def test_an_unmigrated_sqlite_database_is_one_line(
+    command: str, exists: bool, public_pem: str, tmp_path: Path
+) -> None:
+    database = tmp_path / "trackhook.db"
+    if exists:
+        database.touch()
+    env = clean_env(
+        DATABASE_URL=f"sqlite:///{database}", API_AUTH="off", VIDEOSDK_PUBLIC_KEY=public_pem
+    )
+    done = trackhook(*SCHEMA_COMMANDS[command], env=env)
+    assert done.returncode == 1, done.stderr
+    (line,) = refused_lines(done.stderr, command)
+    assert "has not been migrated" in line and "trackhook migrate" in line, line
+    assert database.exists() == exists  # a missing file is not created by asking
 
 
 def test_an_unopenable_sqlite_file_is_one_line(tmp_path: Path) -> None:
