@@ -185,7 +185,7 @@ def _reach_migrated(settings: Settings) -> None:
         path = make_url(settings.database_url).database
         if path and path != ":memory:" and not Path(path).exists():
             # Connecting would create the file; there is nothing in it to work on anyway.
-            _not_migrated(None, head_revision())
+            _not_migrated(None)
 
     async def revision() -> str | None:
         engine = create_engine(settings)
@@ -197,15 +197,15 @@ def _reach_migrated(settings: Settings) -> None:
 
     found = asyncio.run(revision())
     if is_older_than_the_code(found):
-        _not_migrated(found, head_revision())
+        _not_migrated(found)
 
 
-def _not_migrated(found: str | None, head: str | None) -> NoReturn:
+def _not_migrated(found: str | None) -> NoReturn:
     at = "no schema" if found is None else f"at {found}"
     raise Refused(
         EXIT_UNREACHABLE,
         [
-            f"the database has not been migrated ({at}; this release needs {head}): "
+            f"the database has not been migrated ({at}; this release needs {head_revision()}): "
             "run `trackhook migrate` first"
         ],
     )
